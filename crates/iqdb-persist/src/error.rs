@@ -140,6 +140,18 @@ pub enum PersistError {
         /// The original failure.
         reason: String,
     },
+    /// A damaged write-ahead-log frame (wrapped in
+    /// [`InFile`](PersistError::InFile) with the log's path and the frame's
+    /// offset). `torn` is true for damage a crash leaves, reported only in
+    /// [`RecoveryMode::Strict`](crate::RecoveryMode::Strict).
+    CorruptFrame {
+        /// What is wrong with the frame.
+        reason: &'static str,
+        /// Whether the damage is a torn tail (what a crash leaves).
+        torn: bool,
+        /// Valid frames found after the damaged one.
+        valid_frames_after: u64,
+    },
     /// A batch stopped at its first rejected operation. The operations before
     /// it are applied and logged; the rest are not.
     Batch {
@@ -214,6 +226,7 @@ impl PersistError {
                 | Self::InvalidPayload { .. }
                 | Self::Compression { .. }
                 | Self::WalMismatch { .. }
+                | Self::CorruptFrame { .. }
         )
     }
 
@@ -319,6 +332,25 @@ impl fmt::Display for PersistError {
                 "{}: handle refuses writes after an earlier failure ({reason}); load the database again",
                 path.display()
             ),
+            Self::CorruptFrame {
+                reason,
+                torn,
+                valid_frames_after,
+            } => {
+                let what = if *torn {
+                    "torn log tail"
+                } else {
+                    "corrupt log frame"
+                };
+                write!(f, "{what}: {reason}")?;
+                if *valid_frames_after > 0 {
+                    write!(f, " ({valid_frames_after} valid frame(s) follow)")?;
+                }
+                f.write_str(
+                    "; load with RecoveryMode::Salvage to keep the log up to here \
+                     (the rest is copied to a backup file)",
+                )
+            }
             Self::Batch { applied, source } => write!(
                 f,
                 "batch stopped after {applied} applied operation(s): {source}"
@@ -359,6 +391,7 @@ impl ForgeError for PersistError {
             Self::WouldOverwrite { .. } => "WouldOverwrite",
             Self::WalMismatch { .. } => "WalMismatch",
             Self::Poisoned { .. } => "Poisoned",
+            Self::CorruptFrame { .. } => "CorruptFrame",
             Self::Batch { .. } => "Batch",
         }
     }
@@ -383,6 +416,7 @@ impl ForgeError for PersistError {
             Self::WouldOverwrite { .. } => "opening would discard acknowledged writes",
             Self::WalMismatch { .. } => "the log does not belong to the snapshot",
             Self::Poisoned { .. } => "the handle stopped accepting writes after a failure",
+            Self::CorruptFrame { .. } => "a write-ahead-log frame is damaged",
             Self::Batch { .. } => "a batch stopped at a rejected operation",
         }
     }

@@ -260,7 +260,7 @@ pub(crate) const V3_EXTENSION_LEN: u32 = 64;
 /// Largest extension a reader accepts (room for later fields).
 pub(crate) const V3_MAX_EXTENSION_LEN: u32 = 4096;
 /// Largest chunk a v3 reader accepts.
-pub(crate) const V3_MAX_CHUNK_SIZE: u32 = 64 << 20;
+pub(crate) const V3_MAX_CHUNK_SIZE: u32 = 16 << 20;
 /// Smallest chunk a v3 writer may use.
 pub(crate) const V3_MIN_CHUNK_SIZE: u32 = 4 << 10;
 

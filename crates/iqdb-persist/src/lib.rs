@@ -52,15 +52,28 @@ use std::io::{Read, Write};
 
 use iqdb_index::Index;
 
+mod checkpoint;
 pub mod checksum;
+mod compression;
 mod config;
 mod error;
 pub mod format;
+mod options;
+mod persisted;
+mod recovery;
+mod replace;
+mod snapshot;
 pub mod storage;
+mod wal;
 
 pub use crate::config::{Compression, FsyncPolicy, PersistConfig};
 pub use crate::error::{PersistError, Result};
-pub use crate::format::{CURRENT_VERSION, FileHeader, MAGIC};
+pub use crate::format::{CURRENT_VERSION, FileHeader, LATEST_VERSION, MAGIC};
+pub use crate::options::{Options, RecoveryMode, SnapshotFormat, WalFormat};
+pub use crate::persisted::{Batch, PersistedIndex};
+pub use crate::recovery::{RecoveryReport, Truncation};
+pub use crate::snapshot::SnapshotFingerprint;
+pub use crate::wal::{Damage, DamageKind, Operation};
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -85,3 +98,8 @@ pub trait Persistable: Index {
     where
         Self: Sized;
 }
+
+#[cfg(test)]
+mod persisted_tests;
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,374 @@
+//! Bringing a database back after a crash: finish or abandon an interrupted
+//! checkpoint, check the log belongs to the snapshot, replay it, and deal
+//! with damage as the [`RecoveryMode`] says.
+//!
+//! Replay re-executes the logged operations in order with the semantics they
+//! had when logged: an operation the index rejects now was rejected then
+//! too (it is logged before it is applied), so it is skipped and counted; a
+//! batch stops at its first rejected operation, as it did.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iqdb_index::IndexCore;
+
+use crate::checkpoint;
+use crate::config::PersistConfig;
+use crate::error::{PersistError, Result};
+use crate::options::{Options, RecoveryMode};
+use crate::snapshot::{SnapshotFingerprint, SnapshotMeta};
+use crate::storage::{FileHandle, FileSystem, read_exact_at};
+use crate::wal::format::WalHeader;
+use crate::wal::reader::{self, Next, Opened, WalReader};
+use crate::wal::writer::WalWriter;
+use crate::wal::{self, DamageKind, Operation};
+
+/// What a load found and did. Returned by
+/// [`PersistedIndex::recovery_report`](crate::PersistedIndex::recovery_report).
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Format version of the snapshot loaded (0 when none was read).
+    pub snapshot_version: u32,
+    /// Format version of the log now open (WAL mode only).
+    pub wal_version: Option<u32>,
+    /// Log frames replayed onto the snapshot.
+    pub frames_replayed: u64,
+    /// Logged operations applied.
+    pub operations_applied: u64,
+    /// Logged operations the index rejected on replay, as it did when they
+    /// were logged (including the rest of a batch after its rejected one).
+    pub operations_rejected: u64,
+    /// Part of the log that was cut off, if any.
+    pub truncated: Option<Truncation>,
+    /// A crash interrupted a checkpoint after its snapshot was installed;
+    /// the load finished it (the log's operations were already in the
+    /// snapshot and were not replayed).
+    pub checkpoint_completed: bool,
+    /// A crash interrupted a checkpoint before its snapshot was installed;
+    /// the old snapshot and log were used.
+    pub checkpoint_abandoned: bool,
+    /// A fresh log was created (none existed, or the old one was empty).
+    pub wal_created: bool,
+    /// Temporary files of crashed saves that were removed.
+    pub stale_temp_files_removed: Vec<PathBuf>,
+}
+
+/// A cut in the log.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// Offset where the log was cut.
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+    /// Torn tail (crash debris) or corruption (dropped by salvage).
+    pub kind: DamageKind,
+    /// What was wrong.
+    pub reason: &'static str,
+    /// Valid frames that were dropped with the damage.
+    pub frames_dropped: u64,
+    /// Where the log was copied before cutting (salvage only).
+    pub backup: Option<PathBuf>,
+}
+
+/// Recovers the log of a WAL-mode database whose snapshot is loaded into
+/// `index`, returning a writer positioned after its last valid frame.
+pub(crate) fn recover_log<I: IndexCore + ?Sized>(
+    config: &PersistConfig,
+    options: &Options,
+    index: &mut I,
+    snapshot: &SnapshotMeta,
+    report: &mut RecoveryReport,
+) -> Result<WalWriter> {
+    let fs = options.get_file_system();
+    let wal_path = config.wal_path();
+    let intent_path = config.checkpoint_path();
+    let fingerprint = snapshot.fingerprint();
+    let fresh_base = snapshot.last_seq().map_or(1, |seq| seq + 1);
+    let mode = options.get_recovery_mode();
+    let new_version = options.get_wal_format().version();
+    let fresh = |version: u32, base: u64| -> Result<WalWriter> {
+        let (file, header) = wal::create_log(fs, &wal_path, version, base, fingerprint)?;
+        Ok(writer(
+            config,
+            &wal_path,
+            file,
+            &header,
+            header.len(),
+            header.base_seq,
+        ))
+    };
+
+    match checkpoint::read(fs.as_ref(), &intent_path) {
+        Ok(Some(intent)) if intent.snapshot == fingerprint => {
+            let version = if intent.wal_version == 1 { 1 } else { 2 };
+            let w = fresh(version, intent.next_seq)?;
+            checkpoint::remove(fs.as_ref(), &intent_path)?;
+            report.checkpoint_completed = true;
+            report.wal_version = Some(version);
+            return Ok(w);
+        }
+        Ok(Some(_)) => {
+            checkpoint::remove(fs.as_ref(), &intent_path)?;
+            report.checkpoint_abandoned = true;
+        }
+        Ok(None) => {}
+        Err(e) if mode == RecoveryMode::Salvage => {
+            tracing::warn!(error = %e, "ignoring a damaged checkpoint intent");
+            checkpoint::remove(fs.as_ref(), &intent_path)?;
+        }
+        Err(e) => return Err(e),
+    }
+
+    let opened = match reader::open(fs.as_ref(), &wal_path, true) {
+        Ok(opened) => opened,
+        Err(e) if mode == RecoveryMode::Salvage && e.is_corruption() => {
+            let backup = backup_log(fs, &wal_path)?;
+            let len = file_len(fs.as_ref(), &wal_path)?;
+            report.truncated = Some(Truncation {
+                offset: 0,
+                bytes: len,
+                kind: DamageKind::Corrupt,
+                reason: "log header is damaged",
+                frames_dropped: 0,
+                backup: Some(backup),
+            });
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            return fresh(new_version, fresh_base);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut log = match opened {
+        Opened::Missing => {
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            return fresh(new_version, fresh_base);
+        }
+        Opened::Incomplete { len } => {
+            if len > 0 && mode == RecoveryMode::Strict {
+                return Err(PersistError::CorruptFrame {
+                    reason: "log ends inside its header",
+                    torn: true,
+                    valid_frames_after: 0,
+                }
+                .in_file(&wal_path, 0));
+            }
+            if len > 0 {
+                report.truncated = Some(Truncation {
+                    offset: 0,
+                    bytes: len,
+                    kind: DamageKind::Torn,
+                    reason: "log ends inside its header",
+                    frames_dropped: 0,
+                    backup: None,
+                });
+            }
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            return fresh(new_version, fresh_base);
+        }
+        Opened::Log(log) => log,
+    };
+
+    let linked = log.header.version < 2 || log.header.snapshot == Some(fingerprint);
+    if !linked {
+        let pending = count_operations(&mut log)?;
+        if pending == 0 {
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            return fresh(new_version, fresh_base);
+        }
+        if mode != RecoveryMode::Salvage {
+            return Err(PersistError::WalMismatch {
+                path: wal_path,
+                reason: "the log follows a different snapshot; its operations would be \
+                         applied to the wrong state (load with RecoveryMode::Salvage to \
+                         set the log aside and start from the snapshot)",
+            });
+        }
+        let backup = backup_log(fs, &wal_path)?;
+        report.truncated = Some(Truncation {
+            offset: 0,
+            bytes: log.file_len,
+            kind: DamageKind::Corrupt,
+            reason: "log follows a different snapshot",
+            frames_dropped: pending,
+            backup: Some(backup),
+        });
+        report.wal_created = true;
+        report.wal_version = Some(new_version);
+        return fresh(new_version, fresh_base);
+    }
+
+    report.wal_version = Some(log.header.version);
+    loop {
+        match log.next_frame()? {
+            Next::Frame(frame) => {
+                report.frames_replayed += 1;
+                apply_frame(index, frame.body.ops, frame.body.batch, report);
+            }
+            Next::End => break,
+            Next::Damaged(damage) => {
+                let cut_torn =
+                    damage.kind == DamageKind::Torn && mode == RecoveryMode::TolerateTornTail;
+                if mode == RecoveryMode::Strict
+                    || (damage.kind == DamageKind::Corrupt && mode != RecoveryMode::Salvage)
+                {
+                    return Err(PersistError::CorruptFrame {
+                        reason: damage.reason,
+                        torn: damage.kind == DamageKind::Torn,
+                        valid_frames_after: damage.valid_frames_after,
+                    }
+                    .in_file(&wal_path, damage.offset));
+                }
+                let backup = if cut_torn {
+                    None
+                } else {
+                    Some(backup_log(fs, &wal_path)?)
+                };
+                let file = log.file();
+                file.set_len(damage.offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| PersistError::io(&wal_path, e))?;
+                tracing::warn!(
+                    path = %wal_path.display(),
+                    offset = damage.offset,
+                    reason = damage.reason,
+                    "cut the write-ahead log at damaged frame"
+                );
+                report.truncated = Some(Truncation {
+                    offset: damage.offset,
+                    bytes: log.file_len - damage.offset,
+                    kind: damage.kind,
+                    reason: damage.reason,
+                    frames_dropped: damage.valid_frames_after,
+                    backup,
+                });
+                break;
+            }
+        }
+    }
+
+    let end = log.position();
+    let next_seq = log.next_seq;
+    if report.frames_replayed == 0 && log.header.version != new_version {
+        // An empty log of the other format: switch formats now, for free.
+        report.wal_created = true;
+        report.wal_version = Some(new_version);
+        return fresh(new_version, fresh_base.max(next_seq));
+    }
+    let header = log.header;
+    let file = log.file().clone();
+    Ok(writer(config, &wal_path, file, &header, end, next_seq))
+}
+
+fn writer(
+    config: &PersistConfig,
+    path: &Path,
+    file: Arc<dyn FileHandle>,
+    header: &WalHeader,
+    end: u64,
+    next_seq: u64,
+) -> WalWriter {
+    WalWriter::new(path, file, header, end, next_seq, config.fsync_policy)
+}
+
+/// Applies one frame's operations with the semantics they were logged with.
+pub(crate) fn apply_frame<I: IndexCore + ?Sized>(
+    index: &mut I,
+    ops: Vec<Operation>,
+    batch: bool,
+    report: &mut RecoveryReport,
+) {
+    let total = ops.len() as u64;
+    for (i, op) in ops.into_iter().enumerate() {
+        let result = match op {
+            Operation::Insert {
+                id,
+                vector,
+                metadata,
+            } => index.insert(id, vector, metadata),
+            Operation::Delete { id } => index.delete(&id),
+        };
+        match result {
+            Ok(()) => report.operations_applied += 1,
+            Err(_) if batch => {
+                report.operations_rejected += total - i as u64;
+                return;
+            }
+            Err(_) => report.operations_rejected += 1,
+        }
+    }
+}
+
+/// Counts the operations in the log's valid frames.
+fn count_operations(log: &mut WalReader) -> Result<u64> {
+    let mut count = 0;
+    while let Next::Frame(frame) = log.next_frame()? {
+        count += frame.body.ops.len() as u64;
+    }
+    Ok(count)
+}
+
+/// The number of logged operations a new `open_with` would discard: those
+/// in a log that is not made obsolete by a completed checkpoint.
+pub(crate) fn pending_operations(
+    fs: &dyn FileSystem,
+    config: &PersistConfig,
+    snapshot: Option<SnapshotFingerprint>,
+) -> Result<u64> {
+    if let (Some(fp), Ok(Some(intent))) =
+        (snapshot, checkpoint::read(fs, &config.checkpoint_path()))
+        && intent.snapshot == fp
+    {
+        return Ok(0);
+    }
+    match reader::open(fs, &config.wal_path(), false)? {
+        Opened::Log(mut log) => count_operations(&mut log),
+        Opened::Missing | Opened::Incomplete { .. } => Ok(0),
+    }
+}
+
+fn file_len(fs: &dyn FileSystem, path: &Path) -> Result<u64> {
+    fs.open_read(path)
+        .and_then(|f| f.len())
+        .map_err(|e| PersistError::io(path, e))
+}
+
+/// Copies the log to `<log>.salvaged-<n>` (durably) before it is cut.
+fn backup_log(fs: &Arc<dyn FileSystem>, path: &Path) -> Result<PathBuf> {
+    let source = fs.open_read(path).map_err(|e| PersistError::io(path, e))?;
+    let len = source.len().map_err(|e| PersistError::io(path, e))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut n = 0u32;
+    let (backup, target) = loop {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".salvaged-{stamp}-{n}"));
+        let backup = PathBuf::from(name);
+        match fs.create_new(&backup) {
+            Ok(file) => break (backup, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(PersistError::io(&backup, e)),
+        }
+    };
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let mut at = 0u64;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        read_exact_at(source.as_ref(), &mut buf[..n], at).map_err(|e| PersistError::io(path, e))?;
+        target
+            .write_all_at(&buf[..n], at)
+            .map_err(|e| PersistError::io(&backup, e))?;
+        at += n as u64;
+    }
+    target
+        .sync_all()
+        .map_err(|e| PersistError::io(&backup, e))?;
+    let dir = crate::replace::parent_dir(path);
+    fs.sync_dir(dir).map_err(|e| PersistError::io(dir, e))?;
+    Ok(backup)
+}

@@ -1,0 +1,491 @@
+//! Streaming log reader, and the classification of damage it finds.
+//!
+//! Frames are read sequentially through a bounded buffer; one frame body at
+//! a time is held (at most the frame cap, and never more than the bytes
+//! left in the file). When a frame fails its checks, [`classify`] decides
+//! whether the damage is what a crash leaves (a *torn* tail, safe to
+//! truncate) or real *corruption* (reported, never silently dropped):
+//!
+//! * a crash can only leave the last, unsynced writes incomplete: a frame
+//!   cut short by the end of the file, or sectors of it (512 bytes,
+//!   aligned) still zero because they never reached the disk, or a
+//!   zero-filled tail;
+//! * a bad frame with no such sign (a complete frame whose checksum fails
+//!   and no zeroed sector), or a length field that is wrong while the stored
+//!   checksum matches the rest of the file, is corruption;
+//! * valid frames after the bad one mean corruption for v1 (which cannot
+//!   tell what was synced); a v2 frame records how much of the log was
+//!   synced when it was written, so valid frames after the damage mean
+//!   corruption only if one of them saw the damaged bytes already synced.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{PersistError, Result};
+use crate::storage::{FileHandle, FileReader, FileSystem, read_exact_at};
+use crate::wal::format::{
+    self, FRAME_HEAD_LEN, FrameBody, HeaderState, KIND_BATCH, KIND_SINGLE, MAX_FRAME_BODY,
+    V2_BODY_PREFIX, WalHeader,
+};
+
+/// The sector size below which a crash does not split a write.
+const SECTOR: u64 = 512;
+/// A zeroed piece of a sector shorter than this is not taken as a lost
+/// sector (short zero runs occur naturally in ids and floats).
+const MIN_ZERO_PIECE: u64 = 16;
+/// How far past a damaged frame to look for valid frames.
+const SCAN_WINDOW: u64 = 8 << 20;
+/// Most bytes checksummed while looking for valid frames.
+const SCAN_CRC_BUDGET: u64 = 256 << 20;
+
+/// What kind of damage was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// What a crash leaves: the last, unsynced writes incomplete.
+    Torn,
+    /// Damage a crash cannot explain.
+    Corrupt,
+}
+
+/// A damaged frame and what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Offset of the damaged frame.
+    pub offset: u64,
+    /// Torn or corrupt.
+    pub kind: DamageKind,
+    /// What is wrong with the frame.
+    pub reason: &'static str,
+    /// Valid frames found after the damaged one (lost if the log is cut).
+    pub valid_frames_after: u64,
+}
+
+/// One intact frame.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Frame {
+    pub offset: u64,
+    /// Head plus body.
+    pub len: u64,
+    pub body: FrameBody,
+}
+
+/// The next thing in the log.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Frame(Frame),
+    /// The log ends cleanly here.
+    End,
+    /// The log is damaged from here on.
+    Damaged(Damage),
+}
+
+/// An open log.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// No log file.
+    Missing,
+    /// A log too short for its header, or all zero: it holds no operations.
+    Incomplete { len: u64 },
+    /// A log with a valid header.
+    Log(WalReader),
+}
+
+/// Reads frames from a log file.
+pub(crate) struct WalReader {
+    file: Arc<dyn FileHandle>,
+    path: PathBuf,
+    pub(crate) file_len: u64,
+    pub(crate) header: WalHeader,
+    reader: FileReader,
+    pos: u64,
+    body: Vec<u8>,
+    pub(crate) next_seq: u64,
+}
+
+impl std::fmt::Debug for WalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalReader")
+            .field("path", &self.path)
+            .field("file_len", &self.file_len)
+            .field("header", &self.header)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+/// Opens the log at `path` and parses its header.
+pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Opened> {
+    let opened = if write {
+        fs.open_write(path)
+    } else {
+        fs.open_read(path)
+    };
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => return Err(PersistError::io(path, e)),
+    };
+    let file_len = file.len().map_err(|e| PersistError::io(path, e))?;
+    let mut first = vec![0u8; file_len.min(format::V2_HEADER_LEN) as usize];
+    read_exact_at(file.as_ref(), &mut first, 0).map_err(|e| PersistError::io(path, e))?;
+    let header = match format::parse_header(&first) {
+        Ok(HeaderState::Valid(h)) => h,
+        Ok(HeaderState::Incomplete) => return Ok(Opened::Incomplete { len: file_len }),
+        Err(PersistError::BadMagic { .. }) if all_zero(file.as_ref(), 0, file_len)? => {
+            return Ok(Opened::Incomplete { len: file_len });
+        }
+        Err(e) => return Err(e.in_file(path, 0)),
+    };
+    let start = header.len();
+    Ok(Opened::Log(WalReader {
+        reader: FileReader::new(file.clone(), start, file_len, 1 << 20),
+        file,
+        path: path.to_path_buf(),
+        file_len,
+        header,
+        pos: start,
+        body: Vec::new(),
+        next_seq: header.base_seq,
+    }))
+}
+
+impl WalReader {
+    /// The open file (for appending after the last valid frame).
+    pub(crate) fn file(&self) -> &Arc<dyn FileHandle> {
+        &self.file
+    }
+
+    /// Offset just past the last frame returned.
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Reads the next frame.
+    pub(crate) fn next_frame(&mut self) -> Result<Next> {
+        let at = self.pos;
+        if at == self.file_len {
+            return Ok(Next::End);
+        }
+        let left = self.file_len - at;
+        if left < FRAME_HEAD_LEN {
+            return self.damaged(at, None, "log ends inside a frame head");
+        }
+        let mut head = [0u8; FRAME_HEAD_LEN as usize];
+        self.reader
+            .read_exact(&mut head)
+            .map_err(|e| PersistError::io(&self.path, e))?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let min_body = if self.header.version >= 2 {
+            V2_BODY_PREFIX as u32 + 1
+        } else {
+            1
+        };
+        if len < min_body || len > MAX_FRAME_BODY {
+            return self.damaged(at, Some((len, crc)), "frame length is out of range");
+        }
+        if u64::from(len) > left - FRAME_HEAD_LEN {
+            return self.damaged(at, Some((len, crc)), "log ends inside a frame");
+        }
+        self.body.clear();
+        self.body.resize(len as usize, 0);
+        self.reader
+            .read_exact(&mut self.body)
+            .map_err(|e| PersistError::io(&self.path, e))?;
+        if crc32fast::hash(&self.body) != crc {
+            return self.damaged(at, Some((len, crc)), "frame checksum mismatch");
+        }
+        let body = match format::decode_body(self.header.version, &self.body) {
+            Ok(body) => body,
+            Err(e) => {
+                // A frame whose checksum holds but whose contents do not
+                // decode was written wrong or altered with its checksum:
+                // never a crash artifact.
+                return Err(e.in_file(&self.path, at));
+            }
+        };
+        if let Some(first) = body.first_seq
+            && first != self.next_seq
+        {
+            return Err(PersistError::InvalidPayload {
+                reason: "log frame is out of sequence",
+            }
+            .in_file(&self.path, at));
+        }
+        self.next_seq += body.ops.len() as u64;
+        let frame_len = FRAME_HEAD_LEN + u64::from(len);
+        self.pos = at + frame_len;
+        Ok(Next::Frame(Frame {
+            offset: at,
+            len: frame_len,
+            body,
+        }))
+    }
+
+    fn damaged(&mut self, at: u64, head: Option<(u32, u32)>, reason: &'static str) -> Result<Next> {
+        let damage = classify(
+            self.file.as_ref(),
+            self.header.version,
+            self.next_seq,
+            self.file_len,
+            at,
+            head,
+            reason,
+        )
+        .map_err(|e| PersistError::io(&self.path, e))?;
+        // Leave the reader at the damage, so position() is the valid prefix.
+        self.pos = at;
+        Ok(Next::Damaged(damage))
+    }
+}
+
+/// Whether bytes `[from, to)` of `file` are all zero.
+fn all_zero(file: &dyn FileHandle, from: u64, to: u64) -> Result<bool> {
+    all_zero_io(file, from, to).map_err(|e| PersistError::io(Path::new(""), e))
+}
+
+fn all_zero_io(file: &dyn FileHandle, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        read_exact_at(file, &mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Whether some 512-byte-aligned sector piece of `[from, to)` is all zero
+/// and long enough to mean a lost sector (or ends the file).
+fn has_zeroed_sector(
+    file: &dyn FileHandle,
+    from: u64,
+    to: u64,
+    file_len: u64,
+) -> std::io::Result<bool> {
+    let mut start = from;
+    while start < to {
+        let end = ((start / SECTOR + 1) * SECTOR).min(to);
+        let piece = end - start;
+        if piece >= MIN_ZERO_PIECE || end == file_len {
+            let mut buf = vec![0u8; piece as usize];
+            read_exact_at(file, &mut buf, start)?;
+            if buf.iter().all(|&b| b == 0) {
+                return Ok(true);
+            }
+        }
+        start = end;
+    }
+    Ok(false)
+}
+
+/// Decides whether the bad frame at `at` is a torn tail or corruption.
+fn classify(
+    file: &dyn FileHandle,
+    version: u32,
+    next_seq: u64,
+    file_len: u64,
+    at: u64,
+    head: Option<(u32, u32)>,
+    reason: &'static str,
+) -> std::io::Result<Damage> {
+    let damage = |kind, reason, valid_frames_after| Damage {
+        offset: at,
+        kind,
+        reason,
+        valid_frames_after,
+    };
+    if all_zero_io(file, at, file_len)? {
+        return Ok(damage(DamageKind::Torn, "zero-filled tail", 0));
+    }
+    let body_start = at + FRAME_HEAD_LEN;
+    if let Some((len, crc)) = head {
+        // A wrong length field with the checksum of the rest of the file:
+        // the bytes are all there, the length was altered.
+        if body_start + u64::from(len) != file_len
+            && file_len - body_start <= u64::from(MAX_FRAME_BODY)
+        {
+            let mut rest = vec![0u8; (file_len - body_start) as usize];
+            read_exact_at(file, &mut rest, body_start)?;
+            if !rest.is_empty() && crc32fast::hash(&rest) == crc {
+                return Ok(damage(
+                    DamageKind::Corrupt,
+                    "frame length field is damaged",
+                    0,
+                ));
+            }
+        }
+    }
+    let plausible_len = head
+        .map(|(len, _)| u64::from(len))
+        .filter(|&len| len > 0 && len <= u64::from(MAX_FRAME_BODY));
+    let cut_short = match plausible_len {
+        Some(len) => body_start + len > file_len,
+        None => head.is_none(),
+    };
+    let frame_end = plausible_len.map_or(file_len, |len| (body_start + len).min(file_len));
+    let explainable = cut_short || has_zeroed_sector(file, at, frame_end, file_len)?;
+    let (after, max_synced) = scan_valid_after(file, version, next_seq, file_len, at)?;
+    let kind = if version >= 2 {
+        if explainable && max_synced <= at {
+            DamageKind::Torn
+        } else {
+            DamageKind::Corrupt
+        }
+    } else if explainable && after == 0 {
+        DamageKind::Torn
+    } else {
+        DamageKind::Corrupt
+    };
+    let reason = match (kind, after) {
+        (DamageKind::Corrupt, n) if n > 0 => "valid frames follow a damaged frame",
+        (DamageKind::Corrupt, _) if !explainable => match reason {
+            "frame checksum mismatch" => "frame checksum mismatch (not a torn write)",
+            other => other,
+        },
+        _ => reason,
+    };
+    Ok(damage(kind, reason, after))
+}
+
+/// Looks for valid frames after the damaged one at `at`. Returns how many
+/// consecutive valid frames follow the first one found, and the largest
+/// `synced_len` they record (v2).
+fn scan_valid_after(
+    file: &dyn FileHandle,
+    version: u32,
+    next_seq: u64,
+    file_len: u64,
+    at: u64,
+) -> std::io::Result<(u64, u64)> {
+    let window_end = (at + SCAN_WINDOW).min(file_len);
+    if window_end <= at + 1 {
+        return Ok((0, 0));
+    }
+    let mut window = vec![0u8; (window_end - at) as usize];
+    read_exact_at(file, &mut window, at)?;
+    let mut budget = SCAN_CRC_BUDGET;
+    let mut body = Vec::new();
+    for offset in 1..window.len() as u64 {
+        let candidate = at + offset;
+        if let Some(first) = check_frame(
+            file,
+            version,
+            next_seq,
+            file_len,
+            candidate,
+            &window,
+            at,
+            &mut body,
+            &mut budget,
+        )? {
+            // Walk the valid frames from here.
+            let mut count = 1u64;
+            let mut max_synced = first.0;
+            let mut pos = candidate + first.1;
+            while pos < file_len {
+                let mut head = [0u8; FRAME_HEAD_LEN as usize];
+                if pos + FRAME_HEAD_LEN > file_len {
+                    break;
+                }
+                read_exact_at(file, &mut head, pos)?;
+                match read_valid_frame(file, version, file_len, pos, &head, &mut body)? {
+                    Some((synced, len)) => {
+                        count += 1;
+                        max_synced = max_synced.max(synced);
+                        pos += len;
+                    }
+                    None => break,
+                }
+            }
+            return Ok((count, max_synced));
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    Ok((0, 0))
+}
+
+/// If a valid frame starts at `candidate`, its `synced_len` and length.
+#[allow(clippy::too_many_arguments)]
+fn check_frame(
+    file: &dyn FileHandle,
+    version: u32,
+    next_seq: u64,
+    file_len: u64,
+    candidate: u64,
+    window: &[u8],
+    window_start: u64,
+    body: &mut Vec<u8>,
+    budget: &mut u64,
+) -> std::io::Result<Option<(u64, u64)>> {
+    let rel = (candidate - window_start) as usize;
+    if candidate + FRAME_HEAD_LEN > file_len || rel + FRAME_HEAD_LEN as usize > window.len() {
+        return Ok(None);
+    }
+    let head: [u8; 8] = window[rel..rel + 8].try_into().unwrap_or([0; 8]);
+    let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+    if len == 0 || len > u64::from(MAX_FRAME_BODY) || candidate + FRAME_HEAD_LEN + len > file_len {
+        return Ok(None);
+    }
+    // Cheap filters before checksumming: the first body bytes must look like
+    // a frame of this version.
+    let peek_at = rel + FRAME_HEAD_LEN as usize;
+    if let Some(&kind) = window.get(peek_at) {
+        if version >= 2 {
+            if !matches!(kind, KIND_SINGLE | KIND_BATCH) || len < V2_BODY_PREFIX as u64 + 1 {
+                return Ok(None);
+            }
+            if let Some(seq_bytes) = window.get(peek_at + 1..peek_at + 9) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(seq_bytes);
+                let seq = u64::from_le_bytes(a);
+                if seq < next_seq || seq > next_seq + file_len {
+                    return Ok(None);
+                }
+            }
+        } else if !matches!(kind, 1 | 2) {
+            return Ok(None);
+        }
+    }
+    if *budget < len {
+        *budget = 0;
+        return Ok(None);
+    }
+    *budget -= len;
+    read_valid_frame(file, version, file_len, candidate, &head, body)
+}
+
+/// Reads and checks the frame at `pos` whose head is `head`.
+fn read_valid_frame(
+    file: &dyn FileHandle,
+    version: u32,
+    file_len: u64,
+    pos: u64,
+    head: &[u8; 8],
+    body: &mut Vec<u8>,
+) -> std::io::Result<Option<(u64, u64)>> {
+    let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 || len > u64::from(MAX_FRAME_BODY) || pos + FRAME_HEAD_LEN + len > file_len {
+        return Ok(None);
+    }
+    body.clear();
+    body.resize(len as usize, 0);
+    read_exact_at(file, body, pos + FRAME_HEAD_LEN)?;
+    if crc32fast::hash(body) != crc {
+        return Ok(None);
+    }
+    match format::decode_body(version, body) {
+        Ok(decoded) => Ok(Some((
+            decoded.synced_len.unwrap_or(0),
+            FRAME_HEAD_LEN + len,
+        ))),
+        Err(_) => Ok(None),
+    }
+}
