@@ -49,10 +49,12 @@
 //!
 //! [`VectorStore::decode`] never panics and never allocates on the strength
 //! of a count or length field alone. The id and metadata sections and the
-//! vector block are read in bounded steps: at most 4 MiB, or as many bytes as
-//! the field has already delivered if that is more, is reserved ahead of
-//! data actually read, so a 100-byte input claiming 2^40 vectors fails after
-//! reading 100 bytes with a few MiB allocated. Everything inside a section
+//! vector block are read into buffers whose capacity starts at 64 KiB and
+//! doubles only when the data read so far fills it (capped at the claimed
+//! size), and at most 4 MiB is zero-filled and read per step. So the memory
+//! held is at most twice the bytes actually read plus 64 KiB: a 100-byte
+//! input claiming 2^40 vectors of dimension 768 fails after reading its 100
+//! bytes with 64 KiB allocated. Everything inside a section
 //! (id and string lengths, entry counts) is checked against the section's
 //! bytes, which are already in memory, before anything is sized from it.
 //! Duplicate ids, non-finite vector components, unknown tags, invalid UTF-8
@@ -69,7 +71,7 @@
 //! The vector block is written with a single `write_all` of the store's
 //! float buffer viewed as bytes (on little-endian targets; big-endian
 //! targets convert through a bounded buffer) and read with bulk
-//! `read_exact`-style calls straight into the `Vec<f32>`, never float by
+//! `read_exact`-style calls of up to 4 MiB straight into the `Vec<f32>`, never float by
 //! float. Ids and metadata are staged through a 64 KiB buffer so the stream
 //! sees large writes, and are read as whole sections, so neither direction
 //! relies on small reads or writes being cheap.
@@ -77,6 +79,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::mem::size_of;
 use std::path::PathBuf;
 
 use iqdb_persist::{PersistError, Persistable};
@@ -94,9 +97,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// section length.
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 1 + 8 + 8;
 
-/// Most bytes reserved ahead of data actually read when a field has not yet
-/// delivered more than this.
-const READ_STEP: usize = 4 << 20;
+/// Initial capacity, in bytes, of a buffer for a section or the vector
+/// block; it doubles from there as data arrives.
+const FIRST_STEP: usize = 64 << 10;
+
+/// Most bytes initialised and read in one step.
+const MAX_STEP: usize = 4 << 20;
 
 /// Size of the staging buffer small writes go through.
 const STAGING: usize = 64 << 10;
@@ -533,57 +539,49 @@ impl Input<'_> {
         Ok(())
     }
 
-    /// Reads a `len`-byte section, growing the buffer in bounded steps.
+    /// Reads a `len`-byte section.
     fn bytes(&mut self, len: u64) -> Result<Vec<u8>, DecodeError> {
-        let field_end = self.pos.saturating_add(len);
-        let mut buf: Vec<u8> = Vec::new();
-        let mut remaining = len;
-        while remaining > 0 {
-            let step = next_step(remaining, buf.len(), 1);
-            grow(&mut buf, step)?;
-            let start = buf.len();
-            buf.resize(start + step, 0);
-            self.fill(&mut buf[start..], field_end)?;
-            remaining -= u64_of(step);
-        }
-        Ok(buf)
+        self.block(len)
     }
 
-    /// Reads `count` little-endian floats straight into a `Vec<f32>`,
-    /// growing it in bounded steps.
+    /// Reads `count` little-endian floats straight into a `Vec<f32>`.
     fn floats(&mut self, count: usize) -> Result<Vec<f32>, DecodeError> {
-        // `count * 4` was checked by the caller.
-        let field_end = self.pos.saturating_add(4 * u64_of(count));
-        let mut data: Vec<f32> = Vec::new();
-        let mut remaining = u64_of(count);
-        while remaining > 0 {
-            let step = next_step(remaining, data.len(), 4);
-            grow(&mut data, step)?;
-            let start = data.len();
-            data.resize(start + step, 0.0);
-            let block = &mut data[start..];
-            self.fill(bytemuck::cast_slice_mut(block), field_end)?;
-            if cfg!(target_endian = "big") {
-                for x in block.iter_mut() {
-                    *x = f32::from_bits(u32::from_le(x.to_bits()));
-                }
+        let mut data: Vec<f32> = self.block(u64_of(count))?;
+        if cfg!(target_endian = "big") {
+            for x in &mut data {
+                *x = f32::from_bits(u32::from_le(x.to_bits()));
             }
-            remaining -= u64_of(step);
         }
         Ok(data)
     }
-}
 
-/// Elements to read next: what is left, but no more than the larger of
-/// [`READ_STEP`] bytes and what has been read already.
-fn next_step(remaining: u64, done: usize, elem_size: usize) -> usize {
-    let limit = (READ_STEP / elem_size).max(done);
-    usize::try_from(remaining).map_or(limit, |remaining| remaining.min(limit))
-}
-
-fn grow<T>(buf: &mut Vec<T>, additional: usize) -> Result<(), DecodeError> {
-    buf.try_reserve_exact(additional)
-        .map_err(|_| DecodeError::invalid("payload too large for memory"))
+    /// Reads `count` plain values in bulk, growing the buffer only as data
+    /// arrives: capacity starts at [`FIRST_STEP`] bytes and doubles when
+    /// full (never past `count`), and at most [`MAX_STEP`] bytes of it are
+    /// initialised and read per call. A lying `count` therefore costs at
+    /// most the bytes actually read plus [`FIRST_STEP`] of capacity.
+    fn block<T: bytemuck::Pod>(&mut self, count: u64) -> Result<Vec<T>, DecodeError> {
+        let elem = size_of::<T>();
+        let field_end = self.pos.saturating_add(count.saturating_mul(u64_of(elem)));
+        let mut out: Vec<T> = Vec::new();
+        let mut remaining = count;
+        while remaining > 0 {
+            let remaining_elems = usize::try_from(remaining).unwrap_or(usize::MAX);
+            if out.len() == out.capacity() {
+                let grow = (FIRST_STEP / elem).max(out.len()).min(remaining_elems);
+                out.try_reserve_exact(grow)
+                    .map_err(|_| DecodeError::invalid("payload too large for memory"))?;
+            }
+            let step = (out.capacity() - out.len())
+                .min(MAX_STEP / elem)
+                .min(remaining_elems);
+            let start = out.len();
+            out.resize(start + step, T::zeroed());
+            self.fill(bytemuck::cast_slice_mut(&mut out[start..]), field_end)?;
+            remaining -= u64_of(step);
+        }
+        Ok(out)
+    }
 }
 
 /// A cursor over a section already in memory.

@@ -546,7 +546,8 @@ fn reads_are_bulk_not_per_float() {
         interrupt: false,
     };
     assert_eq!(VectorStore::decode(&mut reader).unwrap(), store);
-    assert!(reader.reads <= 16, "{} read calls", reader.reads);
+    // Reading float by float would take over a million calls.
+    assert!(reader.reads <= 32, "{} read calls", reader.reads);
 }
 
 /// Counts write calls and the largest one.
