@@ -14,7 +14,10 @@
 //! and `metadata[s]`; `slots` maps each id to its slot. Slots are dense:
 //! delete moves the last record into the freed slot (swap-remove). One
 //! contiguous `Vec<f32>` keeps the search loop cache-friendly and lets the
-//! [codec](crate::codec) write and read every vector with one bulk copy.
+//! [codec](crate::codec) write and read every vector with one bulk copy. (So
+//! `insert` copies the caller's `Arc<[f32]>` into the block rather than
+//! keeping the `Arc`: the shared-allocation suggestion in
+//! [`IndexCore::insert`] is traded for that layout.)
 //!
 //! # Search
 //!
@@ -253,7 +256,9 @@ impl VectorStore {
                     1.0
                 }
             }
-            DistanceMetric::DotProduct => (-dot(&query.values, vector)) as f32,
+            // `0.0 - dot` rather than `-dot`: an orthogonal vector gets +0.0,
+            // not -0.0, which `total_cmp` would rank ahead of other zeros.
+            DistanceMetric::DotProduct => (0.0 - dot(&query.values, vector)) as f32,
             DistanceMetric::Euclidean => squared_l2(&query.values, vector).sqrt() as f32,
             DistanceMetric::Manhattan => l1(&query.values, vector) as f32,
             DistanceMetric::Hamming => hamming(query.raw, vector) as f32,

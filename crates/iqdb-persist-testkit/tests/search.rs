@@ -165,6 +165,25 @@ fn dot_product_reports_negated_dot_and_ranks_largest_first() {
     assert_eq!(ids, [2, 4, 1, 3].map(VectorId::U64));
     let distances: Vec<f32> = hits.iter().map(|h| h.distance).collect();
     assert_eq!(distances, [-20.0, -3.0, -2.0, 10.0]);
+
+    // An orthogonal record scores +0.0 (not -0.0), so ties at zero fall back
+    // to the id order like any other tie.
+    let mut zeros = new_store(2, DistanceMetric::DotProduct);
+    zeros
+        .insert(VectorId::U64(2), vec_of(&[0.0, 1.0]), None)
+        .unwrap();
+    zeros
+        .insert(VectorId::U64(1), vec_of(&[-0.0, -1.0]), None)
+        .unwrap();
+    let hits = zeros
+        .search(
+            &[1.0, 0.0],
+            &SearchParams::new(2, DistanceMetric::DotProduct),
+        )
+        .unwrap();
+    assert_eq!(hits[0].id, VectorId::U64(1));
+    assert_eq!(hits[1].id, VectorId::U64(2));
+    assert!(hits.iter().all(|h| h.distance.to_bits() == 0));
 }
 
 #[test]
