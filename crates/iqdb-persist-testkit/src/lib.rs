@@ -20,6 +20,8 @@
 //!   across releases, for golden files and benchmarks.
 //! * [`check`]: round-trip, truncation and bit-flip checks for any
 //!   `Persistable` implementation.
+//! * [`simfs`]: a simulated file system that loses unsynced writes the way
+//!   a power cut does, for crash-testing the persistence layer.
 //!
 //! ## Example
 //!
@@ -48,6 +50,7 @@ pub mod check;
 pub mod codec;
 mod filter;
 pub mod generate;
+pub mod simfs;
 pub mod store;
 
 pub use crate::codec::DecodeError;

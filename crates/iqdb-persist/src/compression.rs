@@ -23,6 +23,16 @@ pub(crate) fn scheme_tag(scheme: Compression) -> u8 {
     }
 }
 
+/// A human name for a tag (for inspection output).
+pub(crate) fn scheme_name(tag: u8) -> &'static str {
+    match tag {
+        SCHEME_NONE => "none",
+        SCHEME_ZSTD => "zstd",
+        SCHEME_LZ4 => "lz4",
+        _ => "unknown",
+    }
+}
+
 /// Checks that a tag read from a file names a scheme this build can decode.
 pub(crate) fn check_decodable(tag: u8) -> Result<()> {
     match tag {

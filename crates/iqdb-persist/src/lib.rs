@@ -58,6 +58,7 @@ mod compression;
 mod config;
 mod error;
 pub mod format;
+pub mod inspect;
 mod options;
 mod persisted;
 mod recovery;

@@ -338,7 +338,7 @@ fn file_len(fs: &dyn FileSystem, path: &Path) -> Result<u64> {
 }
 
 /// Copies the log to `<log>.salvaged-<n>` (durably) before it is cut.
-fn backup_log(fs: &Arc<dyn FileSystem>, path: &Path) -> Result<PathBuf> {
+pub(crate) fn backup_log(fs: &Arc<dyn FileSystem>, path: &Path) -> Result<PathBuf> {
     let source = fs.open_read(path).map_err(|e| PersistError::io(path, e))?;
     let len = source.len().map_err(|e| PersistError::io(path, e))?;
     let stamp = std::time::SystemTime::now()
