@@ -9,11 +9,12 @@
 //! * file data becomes durable only at `sync_data`/`sync_all` of that file;
 //! * creating, renaming and removing names becomes durable only at
 //!   `sync_dir` of the directory (a file fsync does not make its name
-//!   durable); metadata operations reach the disk in the order they were
-//!   made, so a crash keeps a prefix of them;
-//! * unsynced writes may reach the disk in any order, the last one torn at
-//!   a 512-byte or 4 KiB boundary, and a file extended but not written reads
-//!   back zeros.
+//!   durable); a crash keeps a prefix of the unsynced ones (ext4's ordered
+//!   journal) or, in half the images, any subset (all POSIX promises);
+//! * unsynced data reaches the disk in whole 512-byte sectors (or 4 KiB
+//!   pages), each written or not, in any order; a file's new length may or
+//!   may not reach the disk, and a file extended but not written reads back
+//!   zeros.
 //!
 //! A test runs a workload with [`SimFs::crash_after`] set to operation `k`:
 //! that operation happens (possibly partly), then every later operation
@@ -302,8 +303,9 @@ impl SimFs {
 
     /// Disk images a power loss now could leave: the pessimistic one, the
     /// optimistic one, and `random` more that keep a seeded random prefix of
-    /// the namespace operations and a random subset of each file's unsynced
-    /// writes, the last one possibly torn, extended tails zero-filled.
+    /// the namespace operations and, per file, a random subset of the
+    /// sectors its unsynced writes changed (or only its new length, the
+    /// data zero-filled).
     #[must_use]
     pub fn crash_images(&self, seed: u64, random: usize) -> Vec<SimFs> {
         let mut out = vec![self.durable_image(), self.live_image()];
@@ -311,9 +313,19 @@ impl SimFs {
         let mut rng = SplitMix64::new(seed);
         for _ in 0..random {
             let mut names = state.durable.clone();
-            let keep = below(&mut rng, state.pending_names.len() as u64 + 1) as usize;
-            for op in &state.pending_names[..keep] {
-                op.apply(&mut names);
+            if below(&mut rng, 2) == 0 {
+                // Metadata reached the disk in order (ext4's journal).
+                let keep = below(&mut rng, state.pending_names.len() as u64 + 1) as usize;
+                for op in &state.pending_names[..keep] {
+                    op.apply(&mut names);
+                }
+            } else {
+                // Any subset: POSIX orders nothing without a directory fsync.
+                for op in &state.pending_names {
+                    if below(&mut rng, 2) == 0 {
+                        op.apply(&mut names);
+                    }
+                }
             }
             let zero_fill = below(&mut rng, 4) == 0;
             let mut choices: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -328,43 +340,38 @@ impl SimFs {
     }
 }
 
-/// One possible post-crash content of a file.
+/// One possible post-crash content of a file. The disk writes whole
+/// sectors (512 bytes, or 4 KiB pages) atomically but in any order: each
+/// unit the unsynced writes changed holds either its old or its new bytes,
+/// and the file's length is its old or its new one. With `zero_fill`, the
+/// new length reached the disk and none of the new data did.
 fn crash_contents(inode: &Inode, rng: &mut SplitMix64, zero_fill: bool) -> Vec<u8> {
-    let mut data = inode.durable.clone();
     if inode.pending.is_empty() {
-        return data;
+        return inode.durable.clone();
     }
     if zero_fill {
-        // The size reached the disk, the data did not.
-        let len = inode.live.len();
-        data.resize(len, 0);
+        let mut data = inode.durable.clone();
+        data.resize(inode.live.len(), 0);
         return data;
     }
-    // Operations before `prefix` all reached the disk; later ones each did
-    // or did not; the last one applied may be torn.
-    let prefix = below(rng, inode.pending.len() as u64 + 1) as usize;
-    for (i, op) in inode.pending.iter().enumerate() {
-        let apply = i < prefix || (matches!(op, Pending::Write { .. }) && below(rng, 2) == 0);
-        if !apply {
-            continue;
-        }
-        match op {
-            Pending::Write {
-                offset,
-                data: bytes,
-            } => {
-                let tear = i + 1 == inode.pending.len() && below(rng, 3) == 0;
-                let mut bytes: &[u8] = bytes;
-                if tear && bytes.len() > 512 {
-                    let unit = if below(rng, 2) == 0 { 512 } else { 4096 };
-                    let end = *offset + bytes.len() as u64;
-                    let cut_at = ((*offset + below(rng, bytes.len() as u64)) / unit) * unit;
-                    let keep = cut_at.saturating_sub(*offset).min(end - *offset);
-                    bytes = &bytes[..keep as usize];
-                }
-                write_into(&mut data, *offset, bytes);
-            }
-            Pending::SetLen(len) => data.resize(*len as usize, 0),
+    let unit: usize = if below(rng, 2) == 0 { 512 } else { 4096 };
+    let len = if below(rng, 2) == 0 {
+        inode.durable.len()
+    } else {
+        inode.live.len()
+    };
+    let byte = |src: &Vec<u8>, at: usize| src.get(at).copied().unwrap_or(0);
+    let mut data = vec![0u8; len];
+    for start in (0..len).step_by(unit) {
+        let end = (start + unit).min(len);
+        let take_new = below(rng, 2) == 0;
+        let src = if take_new {
+            &inode.live
+        } else {
+            &inode.durable
+        };
+        for (at, slot) in data[start..end].iter_mut().enumerate() {
+            *slot = byte(src, start + at);
         }
     }
     data
@@ -822,11 +829,14 @@ mod tests {
                 .iter()
                 .any(|c| c.len() == 3000 && c.iter().all(|&b| b == 0))
         );
+        // Torn: some sectors written, some not, each whole.
+        let whole_sectors = |c: &Vec<u8>| c.chunks(512).all(|s| s.iter().all(|&b| b == s[0]));
         assert!(
             contents
                 .iter()
-                .any(|c| !c.is_empty() && c.len() < 3000 && c.len() % 512 == 0)
+                .any(|c| c.len() == 3000 && c.contains(&0) && c.contains(&0xAB))
         );
+        assert!(contents.iter().all(whole_sectors));
         Ok(())
     }
 

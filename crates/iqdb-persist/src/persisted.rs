@@ -273,15 +273,14 @@ impl<I: Index + Persistable> PersistedIndex<I> {
                 .map_err(|(applied, e)| batch_error(applied, e));
         };
         let writer = &mut wal_state(wal).writer;
-        let mark = writer.append_batch(&ops)?;
+        if writer.version() < 2 {
+            return apply_v1(writer, &mut self.inner, ops);
+        }
+        writer.append_batch(&ops)?;
         match apply_in_order(&mut self.inner, ops) {
             Ok(()) => writer.commit(),
             Err((applied, e)) => {
-                if writer.version() < 2 {
-                    // A v1 log has one frame per operation and 1.0 fails on
-                    // a rejected one: keep only the applied prefix.
-                    writer.truncate_batch(mark, applied)?;
-                }
+                // The frame stays: replay stops the batch at the same place.
                 writer.commit()?;
                 Err(batch_error(applied, e))
             }
@@ -445,6 +444,30 @@ fn batch_error(applied: usize, e: iqdb_types::IqdbError) -> PersistError {
         applied,
         source: Box::new(PersistError::from(e)),
     }
+}
+
+/// A batch on a v1 log, whose frames each hold one operation and whose
+/// replay (1.0's too) goes on after a rejected one: log each operation just
+/// before applying it and cut a rejected one off again, so the log holds
+/// exactly the applied prefix; then sync once.
+fn apply_v1<I: Index>(writer: &mut WalWriter, index: &mut I, ops: Vec<Operation>) -> Result<()> {
+    for (i, op) in ops.into_iter().enumerate() {
+        let mark = writer.append_batch(std::slice::from_ref(&op))?;
+        let result = match op {
+            Operation::Insert {
+                id,
+                vector,
+                metadata,
+            } => index.insert(id, vector, metadata),
+            Operation::Delete { id } => index.delete(&id),
+        };
+        if let Err(e) = result {
+            writer.rollback(mark)?;
+            writer.commit()?;
+            return Err(batch_error(i, e));
+        }
+    }
+    writer.commit()
 }
 
 /// Applies `ops` in order, stopping at the first rejection.

@@ -10,13 +10,14 @@
 //!   cut short by the end of the file, or sectors of it (512 bytes,
 //!   aligned) still zero because they never reached the disk, or a
 //!   zero-filled tail;
-//! * a bad frame with no such sign (a complete frame whose checksum fails
-//!   and no zeroed sector), or a length field that is wrong while the stored
-//!   checksum matches the rest of the file, is corruption;
-//! * valid frames after the bad one mean corruption for v1 (which cannot
-//!   tell what was synced); a v2 frame records how much of the log was
-//!   synced when it was written, so valid frames after the damage mean
-//!   corruption only if one of them saw the damaged bytes already synced.
+//! * a length field that is wrong while the stored checksum matches the rest
+//!   of the file, or a final frame that one flipped bit would make valid
+//!   (and that shows no sign of a torn write), is corruption;
+//! * when valid frames follow the bad one, a v2 log decides from them: each
+//!   frame records how much of the log was synced when it was written, so
+//!   the damage is corruption exactly when one of them saw the damaged bytes
+//!   synced already; a v1 log cannot tell, and calls it corruption unless the
+//!   bad frame shows the signs of a torn write.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -283,7 +284,8 @@ fn has_zeroed_sector(
     Ok(false)
 }
 
-/// Decides whether the bad frame at `at` is a torn tail or corruption.
+/// Decides whether the bad frame at `at` is a torn tail or corruption (see
+/// the module docs and docs/FORMAT.md).
 fn classify(
     file: &dyn FileHandle,
     version: u32,
@@ -306,12 +308,12 @@ fn classify(
     if let Some((len, crc)) = head {
         // A wrong length field with the checksum of the rest of the file:
         // the bytes are all there, the length was altered.
-        if body_start + u64::from(len) != file_len
-            && file_len - body_start <= u64::from(MAX_FRAME_BODY)
+        let rest = file_len.saturating_sub(body_start);
+        if rest > 0 && body_start + u64::from(len) != file_len && rest <= u64::from(MAX_FRAME_BODY)
         {
-            let mut rest = vec![0u8; (file_len - body_start) as usize];
-            read_exact_at(file, &mut rest, body_start)?;
-            if !rest.is_empty() && crc32fast::hash(&rest) == crc {
+            let mut bytes = vec![0u8; rest as usize];
+            read_exact_at(file, &mut bytes, body_start)?;
+            if crc32fast::hash(&bytes) == crc {
                 return Ok(damage(
                     DamageKind::Corrupt,
                     "frame length field is damaged",
@@ -328,28 +330,93 @@ fn classify(
         None => head.is_none(),
     };
     let frame_end = plausible_len.map_or(file_len, |len| (body_start + len).min(file_len));
-    let explainable = cut_short || has_zeroed_sector(file, at, frame_end, file_len)?;
+    let zero_head = head == Some((0, 0));
+    let zeroed = zero_head || has_zeroed_sector(file, at, frame_end, file_len)?;
     let (after, max_synced) = scan_valid_after(file, version, next_seq, file_len, at)?;
-    let kind = if version >= 2 {
-        if explainable && max_synced <= at {
+    // A frame "cut short" by the end of the file while valid frames follow
+    // inside its claimed extent has a wrong length, not a torn tail.
+    let torn_signs = zeroed || (cut_short && after == 0);
+    let kind = if after > 0 {
+        if version >= 2 {
+            // A later frame records whether the bad one had been synced.
+            if max_synced > at {
+                DamageKind::Corrupt
+            } else {
+                DamageKind::Torn
+            }
+        } else if torn_signs {
             DamageKind::Torn
         } else {
             DamageKind::Corrupt
         }
-    } else if explainable && after == 0 {
+    } else if torn_signs || !single_bit_explains(file, at, head, file_len)? {
         DamageKind::Torn
     } else {
         DamageKind::Corrupt
     };
     let reason = match (kind, after) {
         (DamageKind::Corrupt, n) if n > 0 => "valid frames follow a damaged frame",
-        (DamageKind::Corrupt, _) if !explainable => match reason {
-            "frame checksum mismatch" => "frame checksum mismatch (not a torn write)",
-            other => other,
-        },
+        (DamageKind::Corrupt, _) => "the final frame has a flipped bit (not a torn write)",
         _ => reason,
     };
     Ok(damage(kind, reason, after))
+}
+
+/// The CRC-32 polynomial, reflected.
+const POLY: u32 = 0xEDB8_8320;
+
+/// Whether flipping one bit of the frame at `at` (in its length field,
+/// checksum field or body) makes it valid: the signature of bit rot, which
+/// a torn write practically never has.
+fn single_bit_explains(
+    file: &dyn FileHandle,
+    at: u64,
+    head: Option<(u32, u32)>,
+    file_len: u64,
+) -> std::io::Result<bool> {
+    let Some((len, crc)) = head else {
+        return Ok(false);
+    };
+    let body_start = at + FRAME_HEAD_LEN;
+    let fits =
+        |len: u32| len > 0 && len <= MAX_FRAME_BODY && body_start + u64::from(len) <= file_len;
+    let mut body = Vec::new();
+    if fits(len) {
+        body.resize(len as usize, 0);
+        read_exact_at(file, &mut body, body_start)?;
+        let syndrome = crc32fast::hash(&body) ^ crc;
+        if syndrome.count_ones() == 1 || bit_with_syndrome(syndrome, body.len()).is_some() {
+            return Ok(true);
+        }
+    }
+    for bit in 0..32 {
+        let other = len ^ (1 << bit);
+        if fits(other) {
+            body.resize(other as usize, 0);
+            read_exact_at(file, &mut body, body_start)?;
+            if crc32fast::hash(&body) == crc {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The bit position (in CRC processing order: byte × 8 + bit, least
+/// significant first) whose flip changes the CRC-32 of an `n`-byte message
+/// by `syndrome`, if one does. CRC-32 is affine, so flipping bit `p` changes
+/// the checksum by the register that bit alone leaves after the rest of the
+/// message: `POLY` shifted through the remaining bit steps.
+fn bit_with_syndrome(syndrome: u32, n: usize) -> Option<u64> {
+    let bits = n as u64 * 8;
+    let mut delta = POLY;
+    for p in (0..bits).rev() {
+        if delta == syndrome {
+            return Some(p);
+        }
+        delta = (delta >> 1) ^ if delta & 1 == 1 { POLY } else { 0 };
+    }
+    None
 }
 
 /// Looks for valid frames after the damaged one at `at`. Returns how many
@@ -487,5 +554,29 @@ fn read_valid_frame(
             FRAME_HEAD_LEN + len,
         ))),
         Err(_) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syndrome_locates_every_single_bit_flip() {
+        let message: Vec<u8> = (0..300u32).map(|i| (i * 37 % 251) as u8).collect();
+        let good = crc32fast::hash(&message);
+        for p in 0..message.len() as u64 * 8 {
+            let mut flipped = message.clone();
+            flipped[(p / 8) as usize] ^= 1 << (p % 8);
+            let syndrome = crc32fast::hash(&flipped) ^ good;
+            assert_eq!(bit_with_syndrome(syndrome, message.len()), Some(p));
+        }
+        // A torn message (a zeroed sector) is not a single flip.
+        let mut torn = message.clone();
+        torn[100..200].fill(0);
+        assert_eq!(
+            bit_with_syndrome(crc32fast::hash(&torn) ^ good, message.len()),
+            None
+        );
     }
 }

@@ -71,8 +71,6 @@ pub(crate) struct WalWriter {
     next_seq: u64,
     policy: FsyncPolicy,
     frame: Vec<u8>,
-    /// v1: where each frame of the last batch ends.
-    batch_ends: Vec<u64>,
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
 }
@@ -119,7 +117,6 @@ impl WalWriter {
             next_seq,
             policy,
             frame: Vec::with_capacity(4096),
-            batch_ends: Vec::new(),
             shared,
             flusher,
         }
@@ -212,13 +209,11 @@ impl WalWriter {
             format::finish_frame(&mut buf)?;
         } else {
             let mut frame = Vec::new();
-            self.batch_ends.clear();
             for op in ops {
                 format::begin_frame(&mut frame, self.version, KIND_SINGLE, 0, 0);
                 record::encode_op(&mut frame, op)?;
                 format::finish_frame(&mut frame)?;
                 buf.extend_from_slice(&frame);
-                self.batch_ends.push(self.end + buf.len() as u64);
             }
         }
         self.write_frames(&buf, ops.len() as u64)
@@ -262,19 +257,6 @@ impl WalWriter {
         state.written = self.end;
         state.synced = state.synced.min(self.end);
         Ok(())
-    }
-
-    /// Keeps only the first `keep` operations of the batch appended at
-    /// `mark` (v1 logs, where each operation is its own frame).
-    pub(crate) fn truncate_batch(&mut self, mark: Mark, keep: usize) -> Result<()> {
-        let end = match keep.checked_sub(1) {
-            None => mark.end,
-            Some(last) => self.batch_ends.get(last).copied().unwrap_or(self.end),
-        };
-        self.rollback(Mark {
-            end,
-            next_seq: mark.next_seq + keep as u64,
-        })
     }
 
     /// Makes the appended frames durable as the policy says: now under
