@@ -101,7 +101,7 @@ fn write_v2<I: Persistable + ?Sized>(
     let mut data = HashingWriter::new(FileWriter::new(file.clone(), data_start, IO_BUFFER));
     let raw_len = match settings.compression {
         Compression::None => {
-            let mut sink = |chunk: &[u8]| data.write_all(chunk);
+            let mut sink = |chunk: &mut Vec<u8>| data.write_all(chunk);
             let mut writer = ChunkingWriter::new(path, IO_BUFFER, &mut sink);
             serialize(index, &mut writer).map_err(|e| e.in_file(path, data_start))?;
             writer.raw_len
@@ -109,7 +109,7 @@ fn write_v2<I: Persistable + ?Sized>(
         Compression::Zstd { level } => write_v2_zstd(path, index, level, &mut data, data_start)?,
         Compression::Lz4 => {
             let mut raw = Vec::new();
-            let mut sink = |chunk: &[u8]| {
+            let mut sink = |chunk: &mut Vec<u8>| {
                 raw.extend_from_slice(chunk);
                 Ok(())
             };
@@ -156,7 +156,7 @@ fn write_v2_zstd<I: Persistable + ?Sized>(
         zstd::stream::write::Encoder::new(data, level).map_err(|_| PersistError::Compression {
             reason: "zstd encoder could not be created",
         })?;
-    let mut sink = |chunk: &[u8]| encoder.write_all(chunk);
+    let mut sink = |chunk: &mut Vec<u8>| encoder.write_all(chunk);
     let mut writer = ChunkingWriter::new(path, IO_BUFFER, &mut sink);
     serialize(index, &mut writer).map_err(|e| e.in_file(path, data_start))?;
     let raw_len = writer.raw_len;
@@ -195,7 +195,7 @@ fn write_v3<I: Persistable + ?Sized>(
     let (raw_len, payload_crc, written) = std::thread::scope(|scope| {
         let mut pipeline =
             Pipeline::start(scope, file, path, settings.compression, workers, data_start);
-        let mut sink = |chunk: &[u8]| pipeline.submit(chunk);
+        let mut sink = |chunk: &mut Vec<u8>| pipeline.submit(chunk);
         let mut writer = ChunkingWriter::new(path, chunk_size, &mut sink);
         let serialized = serialize(index, &mut writer);
         let raw_len = writer.raw_len;
@@ -235,12 +235,14 @@ fn write_v3<I: Persistable + ?Sized>(
 }
 
 /// A `Write` that cuts the stream into chunks of `chunk_size` raw bytes and
-/// passes each to `sink`, hashing and counting the raw bytes on the way.
+/// passes each to `sink`, hashing and counting the raw bytes on the way. The
+/// sink may take the chunk's buffer, swapping in an empty one (so a chunk is
+/// copied once, from the index into its buffer).
 pub(crate) struct ChunkingWriter<'a> {
     path: &'a Path,
     buf: Vec<u8>,
     chunk_size: usize,
-    sink: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+    sink: &'a mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
     raw_crc: Hasher,
     raw_len: u64,
     /// The first failure of the sink, kept so the caller reports it (with
@@ -252,7 +254,7 @@ impl<'a> ChunkingWriter<'a> {
     fn new(
         path: &'a Path,
         chunk_size: usize,
-        sink: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+        sink: &'a mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
     ) -> Self {
         Self {
             path,
@@ -271,8 +273,11 @@ impl<'a> ChunkingWriter<'a> {
         }
         self.raw_crc.update(&self.buf);
         self.raw_len += self.buf.len() as u64;
-        let result = (self.sink)(&self.buf);
+        let result = (self.sink)(&mut self.buf);
         self.buf.clear();
+        if self.buf.capacity() < self.chunk_size {
+            self.buf.reserve_exact(self.chunk_size);
+        }
         if let (Err(e), None) = (&result, &self.sink_error) {
             self.sink_error = Some(PersistError::io(
                 self.path,
@@ -494,8 +499,9 @@ impl<'scope> Pipeline<'scope> {
         }
     }
 
-    /// Queues a copy of `chunk` for compression and writing.
-    fn submit(&mut self, chunk: &[u8]) -> io::Result<()> {
+    /// Takes `chunk`'s bytes (leaving it an empty buffer) and queues them for
+    /// compression and writing.
+    fn submit(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(io::Error::other("snapshot writer failed"));
         }
@@ -503,7 +509,7 @@ impl<'scope> Pipeline<'scope> {
             Ok(buf) => buf,
             Err(_) if self.raw_buffers < self.max_raw_buffers => {
                 self.raw_buffers += 1;
-                Vec::with_capacity(chunk.len())
+                Vec::with_capacity(chunk.capacity())
             }
             Err(_) => self
                 .free_raw
@@ -511,7 +517,7 @@ impl<'scope> Pipeline<'scope> {
                 .map_err(|_| io::Error::other("snapshot writer stopped"))?,
         };
         buf.clear();
-        buf.extend_from_slice(chunk);
+        std::mem::swap(chunk, &mut buf);
         let seq = self.next_seq;
         self.next_seq += 1;
         let sent = match (&self.jobs, &self.done) {

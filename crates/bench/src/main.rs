@@ -1,0 +1,979 @@
+//! Side-by-side benchmark: this crate, the published iqdb-persist 1.0 and
+//! the raw disk, on the same data, in one invocation.
+//!
+//! Every measurement runs in a fresh child process (this binary re-executed
+//! with `child <task>`), so its peak memory (VmHWM, reset after the index is
+//! built) belongs to that one operation. The parent repeats each task,
+//! takes medians, and prints markdown tables with ratios to the raw disk and
+//! to 1.0.
+//!
+//! ```text
+//! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--dir DIR] [--wal-ops N]
+//! ```
+
+mod v1;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::Instant;
+
+use iqdb_index::{Index, IndexCore};
+use iqdb_persist::{
+    Compression, FsyncPolicy, Operation, Options, PersistConfig, PersistedIndex, SnapshotFormat,
+};
+use iqdb_persist_testkit::{VectorStore, generate};
+use iqdb_types::{DistanceMetric, Metadata, VectorId};
+use serde::{Deserialize, Serialize};
+
+/// Which implementation a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Engine {
+    /// This crate, default options (snapshot v3, WAL v2).
+    Ours,
+    /// This crate writing 1.0's formats (snapshot v2, WAL v1).
+    OursCompat,
+    /// The published iqdb-persist 1.0.0.
+    V1,
+}
+
+impl Engine {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ours => "1.1 (v3)",
+            Self::OursCompat => "1.1 (v2, compat)",
+            Self::V1 => "1.0.0",
+        }
+    }
+
+    fn options(self) -> Options {
+        match self {
+            Self::OursCompat => Options::compat_1_0(),
+            _ => Options::new().snapshot_format(SnapshotFormat::V3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Scheme {
+    None,
+    Zstd1,
+    Lz4,
+}
+
+impl Scheme {
+    fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd1 => "zstd 1",
+            Self::Lz4 => "lz4",
+        }
+    }
+
+    fn ours(self) -> Compression {
+        match self {
+            Self::None => Compression::None,
+            Self::Zstd1 => Compression::Zstd { level: 1 },
+            Self::Lz4 => Compression::Lz4,
+        }
+    }
+
+    fn v1(self) -> iqdb_persist_v1::Compression {
+        match self {
+            Self::None => iqdb_persist_v1::Compression::None,
+            Self::Zstd1 => iqdb_persist_v1::Compression::Zstd { level: 1 },
+            Self::Lz4 => iqdb_persist_v1::Compression::Lz4,
+        }
+    }
+}
+
+/// One measurement, run in a child process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Task {
+    Save {
+        engine: Engine,
+        scheme: Scheme,
+        n: u64,
+        dim: usize,
+        path: PathBuf,
+    },
+    Load {
+        engine: Engine,
+        scheme: Scheme,
+        n: u64,
+        dim: usize,
+        path: PathBuf,
+    },
+    RawWrite {
+        bytes: u64,
+        path: PathBuf,
+    },
+    RawRead {
+        path: PathBuf,
+    },
+    WalSingle {
+        engine: Engine,
+        n: u64,
+        dim: usize,
+        dir: PathBuf,
+    },
+    RawAppendFsync {
+        n: u64,
+        record: usize,
+        dir: PathBuf,
+    },
+    WalBatch {
+        batches: u64,
+        batch: u64,
+        dim: usize,
+        dir: PathBuf,
+    },
+    WalPrepare {
+        engine: Engine,
+        n: u64,
+        dim: usize,
+        dir: PathBuf,
+    },
+    WalReplay {
+        engine: Engine,
+        n: u64,
+        dim: usize,
+        dir: PathBuf,
+    },
+}
+
+/// What a child reports.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Sample {
+    seconds: f64,
+    /// Payload bytes (or operations) processed.
+    units: u64,
+    /// Peak resident memory above the baseline, KiB.
+    extra_kib: u64,
+    /// Size of the file produced or read.
+    file_bytes: u64,
+}
+
+const SEED: u64 = 0xBE7C;
+const METRIC: DistanceMetric = DistanceMetric::Cosine;
+
+fn proc_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn payload_len(store: &VectorStore) -> u64 {
+    let mut counter = CountingWriter(0);
+    let _ = store.encode(&mut counter);
+    counter.0
+}
+
+struct CountingWriter(u64);
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn records(n: u64, dim: usize) -> Vec<(VectorId, Arc<[f32]>, Option<Metadata>)> {
+    generate::records(SEED, 0..n, dim).collect()
+}
+
+fn wal_config(dir: &Path, policy: FsyncPolicy) -> PersistConfig {
+    PersistConfig {
+        path: dir.join("db.iqdb"),
+        wal_enabled: true,
+        fsync_policy: policy,
+        compression: Compression::None,
+    }
+}
+
+fn v1_wal_config(
+    dir: &Path,
+    policy: iqdb_persist_v1::FsyncPolicy,
+) -> iqdb_persist_v1::PersistConfig {
+    let mut config = iqdb_persist_v1::PersistConfig::new(dir.join("db.iqdb"));
+    config.wal_enabled = true;
+    config.fsync_policy = policy;
+    config
+}
+
+fn empty(dim: usize) -> Result<VectorStore, String> {
+    VectorStore::new(dim, METRIC, Default::default()).map_err(|e| e.to_string())
+}
+
+fn run_task(task: &Task) -> Result<Sample, String> {
+    match task {
+        Task::Save {
+            engine,
+            scheme,
+            n,
+            dim,
+            path,
+        } => {
+            let store = generate::store(SEED, *n, *dim, METRIC);
+            let units = payload_len(&store);
+            let _ = std::fs::remove_file(path);
+            reset_peak();
+            let base = proc_status("VmRSS:");
+            let start = Instant::now();
+            match engine {
+                Engine::V1 => {
+                    let mut config = iqdb_persist_v1::PersistConfig::new(path);
+                    config.compression = scheme.v1();
+                    let db = iqdb_persist_v1::PersistedIndex::open_with(v1::V1Store(store), config)
+                        .map_err(|e| e.to_string())?;
+                    db.save().map_err(|e| e.to_string())?;
+                    std::mem::forget(db);
+                }
+                _ => {
+                    let mut config = PersistConfig::new(path);
+                    config.compression = scheme.ours();
+                    let db = PersistedIndex::open_with_options(store, config, engine.options())
+                        .map_err(|e| e.to_string())?;
+                    db.save().map_err(|e| e.to_string())?;
+                    std::mem::forget(db);
+                }
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let extra_kib = proc_status("VmHWM:").saturating_sub(base);
+            Ok(Sample {
+                seconds,
+                units,
+                extra_kib,
+                file_bytes: file_len(path),
+            })
+        }
+        Task::Load {
+            engine,
+            scheme,
+            n,
+            path,
+            ..
+        } => {
+            reset_peak();
+            let start = Instant::now();
+            match engine {
+                Engine::V1 => {
+                    let mut config = iqdb_persist_v1::PersistConfig::new(path);
+                    config.compression = scheme.v1();
+                    let db = iqdb_persist_v1::PersistedIndex::<v1::V1Store>::load(config)
+                        .map_err(|e| e.to_string())?;
+                    let elapsed = start.elapsed();
+                    let result = (IndexCore::len(db.index()), payload_len(&db.index().0));
+                    std::mem::forget(db);
+                    finish_load(elapsed, result, *n, path)
+                }
+                _ => {
+                    let mut config = PersistConfig::new(path);
+                    config.compression = scheme.ours();
+                    let db =
+                        PersistedIndex::<VectorStore>::load_with_options(config, engine.options())
+                            .map_err(|e| e.to_string())?;
+                    let elapsed = start.elapsed();
+                    let result = (db.index().len(), payload_len(db.index()));
+                    std::mem::forget(db);
+                    finish_load(elapsed, result, *n, path)
+                }
+            }
+        }
+        Task::RawWrite { bytes, path } => {
+            let data: Vec<u8> = (0..*bytes).map(|i| (i % 251) as u8).collect();
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let temp = dir.join("raw.tmp");
+            let start = Instant::now();
+            let mut file = std::fs::File::create(&temp).map_err(|e| e.to_string())?;
+            file.write_all(&data).map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| e.to_string())?;
+            std::fs::rename(&temp, path).map_err(|e| e.to_string())?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| e.to_string())?;
+            let seconds = start.elapsed().as_secs_f64();
+            Ok(Sample {
+                seconds,
+                units: *bytes,
+                extra_kib: 0,
+                file_bytes: *bytes,
+            })
+        }
+        Task::RawRead { path } => {
+            let start = Instant::now();
+            let data = std::fs::read(path).map_err(|e| e.to_string())?;
+            let seconds = start.elapsed().as_secs_f64();
+            let units = std::hint::black_box(data).len() as u64;
+            Ok(Sample {
+                seconds,
+                units,
+                extra_kib: 0,
+                file_bytes: units,
+            })
+        }
+        Task::WalSingle {
+            engine,
+            n,
+            dim,
+            dir,
+        } => {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let items = records(*n, *dim);
+            let start;
+            match engine {
+                Engine::V1 => {
+                    let mut db = iqdb_persist_v1::PersistedIndex::open_with(
+                        v1::V1Store(empty(*dim)?),
+                        v1_wal_config(dir, iqdb_persist_v1::FsyncPolicy::Always),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    start = Instant::now();
+                    for (id, vector, metadata) in items {
+                        db.insert(id, vector, metadata).map_err(|e| e.to_string())?;
+                    }
+                }
+                _ => {
+                    let mut db = PersistedIndex::open_with_options(
+                        empty(*dim)?,
+                        wal_config(dir, FsyncPolicy::Always),
+                        engine.options(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    start = Instant::now();
+                    for (id, vector, metadata) in items {
+                        db.insert(id, vector, metadata).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(Sample {
+                seconds: start.elapsed().as_secs_f64(),
+                units: *n,
+                ..Sample::default()
+            })
+        }
+        Task::RawAppendFsync { n, record, dir } => {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("raw.log"))
+                .map_err(|e| e.to_string())?;
+            let bytes = vec![7u8; *record];
+            let start = Instant::now();
+            for _ in 0..*n {
+                file.write_all(&bytes).map_err(|e| e.to_string())?;
+                file.sync_all().map_err(|e| e.to_string())?;
+            }
+            Ok(Sample {
+                seconds: start.elapsed().as_secs_f64(),
+                units: *n,
+                ..Sample::default()
+            })
+        }
+        Task::WalBatch {
+            batches,
+            batch,
+            dim,
+            dir,
+        } => {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let mut db =
+                PersistedIndex::open_with(empty(*dim)?, wal_config(dir, FsyncPolicy::Always))
+                    .map_err(|e| e.to_string())?;
+            let mut all: Vec<Vec<Operation>> = (0..*batches)
+                .map(|b| {
+                    generate::records(SEED, b * batch..(b + 1) * batch, *dim)
+                        .map(|(id, vector, metadata)| Operation::Insert {
+                            id,
+                            vector,
+                            metadata,
+                        })
+                        .collect()
+                })
+                .collect();
+            let start = Instant::now();
+            for ops in all.drain(..) {
+                db.apply(ops).map_err(|e| e.to_string())?;
+            }
+            Ok(Sample {
+                seconds: start.elapsed().as_secs_f64(),
+                units: batches * batch,
+                ..Sample::default()
+            })
+        }
+        Task::WalPrepare {
+            engine,
+            n,
+            dim,
+            dir,
+        } => {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            match engine {
+                Engine::V1 => {
+                    let mut db = iqdb_persist_v1::PersistedIndex::open_with(
+                        v1::V1Store(empty(*dim)?),
+                        v1_wal_config(dir, iqdb_persist_v1::FsyncPolicy::Never),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim) {
+                        db.insert(id, vector, metadata).map_err(|e| e.to_string())?;
+                    }
+                }
+                _ => {
+                    let mut db = PersistedIndex::open_with_options(
+                        empty(*dim)?,
+                        wal_config(dir, FsyncPolicy::Never),
+                        engine.options(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let mut ops = Vec::new();
+                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim) {
+                        ops.push(Operation::Insert {
+                            id,
+                            vector,
+                            metadata,
+                        });
+                        if ops.len() == 10_000 {
+                            db.apply(std::mem::take(&mut ops))
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                    db.apply(ops).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(Sample {
+                units: *n,
+                file_bytes: file_len(&dir.join("db.iqdb.wal")),
+                ..Sample::default()
+            })
+        }
+        Task::WalReplay {
+            engine,
+            n,
+            dim,
+            dir,
+        } => {
+            reset_peak();
+            let start = Instant::now();
+            let len = match engine {
+                Engine::V1 => {
+                    let db = iqdb_persist_v1::PersistedIndex::<v1::V1Store>::load(v1_wal_config(
+                        dir,
+                        iqdb_persist_v1::FsyncPolicy::Never,
+                    ))
+                    .map_err(|e| e.to_string())?;
+                    let len = IndexCore::len(db.index());
+                    std::mem::forget(db);
+                    len
+                }
+                _ => {
+                    let db = PersistedIndex::<VectorStore>::load_with_options(
+                        wal_config(dir, FsyncPolicy::Never),
+                        engine.options(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let len = db.index().len();
+                    std::mem::forget(db);
+                    len
+                }
+            };
+            let seconds = start.elapsed().as_secs_f64();
+            check_len(len, *n)?;
+            let _ = dim;
+            let extra_kib = proc_status("VmHWM:").saturating_sub(proc_status("VmRSS:"));
+            Ok(Sample {
+                seconds,
+                units: *n,
+                extra_kib,
+                file_bytes: file_len(&dir.join("db.iqdb.wal")),
+            })
+        }
+    }
+}
+
+/// A load's sample: the peak above the loaded index is VmHWM minus the RSS
+/// that stays (the index).
+fn finish_load(
+    elapsed: std::time::Duration,
+    (len, units): (usize, u64),
+    n: u64,
+    path: &Path,
+) -> Result<Sample, String> {
+    let extra_kib = proc_status("VmHWM:").saturating_sub(proc_status("VmRSS:"));
+    check_len(len, n)?;
+    Ok(Sample {
+        seconds: elapsed.as_secs_f64(),
+        units,
+        extra_kib,
+        file_bytes: file_len(path),
+    })
+}
+
+fn check_len(found: usize, expected: u64) -> Result<(), String> {
+    if found as u64 == expected {
+        Ok(())
+    } else {
+        Err(format!("loaded {found} vectors, expected {expected}"))
+    }
+}
+
+/// Runs `task` in a fresh child process.
+fn spawn(task: &Task) -> Result<Sample, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(task).map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .arg("child")
+        .arg(json)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{task:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{task:?}: bad child output: {e}"))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Medians of repeated samples.
+#[derive(Debug, Clone, Copy, Default)]
+struct Summary {
+    seconds: f64,
+    units: u64,
+    extra_mib: f64,
+    file_bytes: u64,
+}
+
+impl Summary {
+    fn rate(&self) -> f64 {
+        self.units as f64 / self.seconds
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.rate() / 1e6
+    }
+}
+
+fn repeat(
+    runs: usize,
+    task: &Task,
+    before: impl Fn() -> Result<(), String>,
+) -> Result<Summary, String> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        before()?;
+        samples.push(spawn(task)?);
+    }
+    Ok(Summary {
+        seconds: median(samples.iter().map(|s| s.seconds).collect()),
+        units: samples.first().map_or(0, |s| s.units),
+        extra_mib: median(
+            samples
+                .iter()
+                .map(|s| s.extra_kib as f64 / 1024.0)
+                .collect(),
+        ),
+        file_bytes: samples.first().map_or(0, |s| s.file_bytes),
+    })
+}
+
+struct Args {
+    runs: usize,
+    sizes: Vec<(u64, usize)>,
+    dir: PathBuf,
+    wal_ops: u64,
+    replay_ops: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        runs: 3,
+        sizes: vec![(10_000, 128), (50_000, 768), (200_000, 768)],
+        dir: std::env::temp_dir().join("iqdb-persist-bench"),
+        wal_ops: 2_000,
+        replay_ops: 200_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--smoke" => {
+                args.runs = 1;
+                args.sizes = vec![(300, 16)];
+                args.wal_ops = 50;
+                args.replay_ops = 500;
+            }
+            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--dir" => args.dir = PathBuf::from(value()?),
+            "--wal-ops" => {
+                args.wal_ops = value()?.parse().map_err(|e| format!("--wal-ops: {e}"))?
+            }
+            "--replay-ops" => {
+                args.replay_ops = value()?.parse().map_err(|e| format!("--replay-ops: {e}"))?
+            }
+            "--sizes" => {
+                args.sizes = value()?
+                    .split(',')
+                    .map(|s| {
+                        let (n, d) = s.split_once('x').ok_or_else(|| format!("bad size {s:?}"))?;
+                        Ok((
+                            n.parse().map_err(|e| format!("{s}: {e}"))?,
+                            d.parse().map_err(|e| format!("{s}: {e}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?;
+            }
+            "-h" | "--help" => {
+                return Err("usage: iqdb-persist-bench [--smoke] [--runs N] [--sizes NxD,...] [--dir DIR] [--wal-ops N] [--replay-ops N]".into());
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn drop_caches_hint(path: &Path) -> Result<(), String> {
+    // Warm-cache loads: read the file once so every engine starts equal.
+    std::fs::read(path)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn run_all(args: &Args) -> Result<String, String> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let _ = writeln!(
+        out,
+        "Medians of {} run(s), one fresh process per measurement; {} core(s); files in `{}`.\n",
+        args.runs,
+        threads,
+        args.dir.display()
+    );
+    let engines = [Engine::Ours, Engine::OursCompat, Engine::V1];
+    let schemes = [Scheme::None, Scheme::Zstd1, Scheme::Lz4];
+    for &(n, dim) in &args.sizes {
+        let mut results: BTreeMap<(Engine, Scheme), (Summary, Summary)> = BTreeMap::new();
+        for &scheme in &schemes {
+            for &engine in &engines {
+                let path = args
+                    .dir
+                    .join(format!("snap-{n}x{dim}-{engine:?}-{scheme:?}.iqdb"));
+                eprintln!("  {n}x{dim} {} {} ...", engine.label(), scheme.label());
+                let save = repeat(
+                    args.runs,
+                    &Task::Save {
+                        engine,
+                        scheme,
+                        n,
+                        dim,
+                        path: path.clone(),
+                    },
+                    || Ok(()),
+                )?;
+                let load = repeat(
+                    args.runs,
+                    &Task::Load {
+                        engine,
+                        scheme,
+                        n,
+                        dim,
+                        path: path.clone(),
+                    },
+                    || drop_caches_hint(&path),
+                )?;
+                let _ = std::fs::remove_file(&path);
+                results.insert((engine, scheme), (save, load));
+            }
+        }
+        let payload = results.values().next().map_or(0, |(s, _)| s.units);
+        let raw_path = args.dir.join(format!("raw-{n}x{dim}.bin"));
+        let raw_write = repeat(
+            args.runs,
+            &Task::RawWrite {
+                bytes: payload,
+                path: raw_path.clone(),
+            },
+            || Ok(()),
+        )?;
+        let raw_read = repeat(
+            args.runs,
+            &Task::RawRead {
+                path: raw_path.clone(),
+            },
+            || drop_caches_hint(&raw_path),
+        )?;
+        let _ = std::fs::remove_file(&raw_path);
+        let _ = writeln!(
+            out,
+            "### Snapshots: {n} × {dim} f32 with ids and metadata ({:.0} MB payload)\n",
+            payload as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "| engine | compression | save MB/s | save vs raw | save vs 1.0 | load MB/s | load vs raw | load vs 1.0 | peak MiB above index (save / load) | file MB |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| raw disk | write+fsync+rename / read into fresh buffer | {:.0} | 1.00 | | {:.0} | 1.00 | | | {:.0} |",
+            raw_write.mb_per_s(),
+            raw_read.mb_per_s(),
+            payload as f64 / 1e6
+        );
+        for &scheme in &schemes {
+            for &engine in &engines {
+                let Some((save, load)) = results.get(&(engine, scheme)) else {
+                    continue;
+                };
+                let (v1_save, v1_load) = results
+                    .get(&(Engine::V1, scheme))
+                    .copied()
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.2} | {:.2}× | {:.0} | {:.2} | {:.2}× | {:.1} / {:.1} | {:.0} |",
+                    engine.label(),
+                    scheme.label(),
+                    save.mb_per_s(),
+                    raw_write.seconds / save.seconds,
+                    v1_save.seconds / save.seconds,
+                    load.mb_per_s(),
+                    raw_read.seconds / load.seconds,
+                    v1_load.seconds / load.seconds,
+                    save.extra_mib,
+                    load.extra_mib,
+                    save.file_bytes as f64 / 1e6,
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    // The log.
+    let dim = 128;
+    let wal_dir = args.dir.join("wal");
+    eprintln!("  WAL single inserts ...");
+    let record = {
+        let (id, vector, metadata) = generate::record(SEED, 1, dim);
+        let mut buf = Vec::new();
+        let op = Operation::Insert {
+            id,
+            vector,
+            metadata,
+        };
+        let _ = iqdb_persist_bench_frame_len(&op, &mut buf);
+        buf.len()
+    };
+    let raw_append = repeat(
+        args.runs,
+        &Task::RawAppendFsync {
+            n: args.wal_ops,
+            record,
+            dir: wal_dir.clone(),
+        },
+        || Ok(()),
+    )?;
+    let single: Vec<(Engine, Summary)> = [Engine::Ours, Engine::OursCompat, Engine::V1]
+        .iter()
+        .map(|&engine| {
+            repeat(
+                args.runs,
+                &Task::WalSingle {
+                    engine,
+                    n: args.wal_ops,
+                    dim,
+                    dir: wal_dir.clone(),
+                },
+                || Ok(()),
+            )
+            .map(|s| (engine, s))
+        })
+        .collect::<Result<_, _>>()?;
+    eprintln!("  WAL batches ...");
+    let batches = (args.wal_ops * 10 / 1000).max(1);
+    let batch = repeat(
+        args.runs,
+        &Task::WalBatch {
+            batches,
+            batch: 1000,
+            dim,
+            dir: wal_dir.clone(),
+        },
+        || Ok(()),
+    )?;
+    eprintln!("  WAL replay ...");
+    let replay: Vec<(Engine, Summary)> = [Engine::Ours, Engine::V1]
+        .iter()
+        .map(|&engine| {
+            let dir = args.dir.join(format!("replay-{engine:?}"));
+            spawn(&Task::WalPrepare {
+                engine,
+                n: args.replay_ops,
+                dim,
+                dir: dir.clone(),
+            })?;
+            let s = repeat(
+                args.runs,
+                &Task::WalReplay {
+                    engine,
+                    n: args.replay_ops,
+                    dim,
+                    dir: dir.clone(),
+                },
+                || Ok(()),
+            )?;
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok::<_, String>((engine, s))
+        })
+        .collect::<Result<_, _>>()?;
+    let _ = std::fs::remove_dir_all(&wal_dir);
+
+    let v1_single = single
+        .iter()
+        .find(|(e, _)| *e == Engine::V1)
+        .map(|(_, s)| *s)
+        .unwrap_or_default();
+    let _ = writeln!(out, "### Write-ahead log, dim {dim}\n");
+    let _ = writeln!(
+        out,
+        "| what | engine | rate | vs raw append+fsync | vs 1.0 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| durable single insert (`Always`) | raw append {record} B + fsync | {:.0}/s | 1.00 | |",
+        raw_append.rate()
+    );
+    for (engine, s) in &single {
+        let _ = writeln!(
+            out,
+            "| durable single insert (`Always`) | {} | {:.0}/s | {:.2} | {:.2}× |",
+            engine.label(),
+            s.rate(),
+            s.rate() / raw_append.rate(),
+            s.rate() / v1_single.rate()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| batch of 1,000 inserts, one fsync | {} | {:.0}/s | {:.1} | {:.1}× |",
+        Engine::Ours.label(),
+        batch.rate(),
+        batch.rate() / raw_append.rate(),
+        batch.rate() / v1_single.rate()
+    );
+    let v1_replay = replay
+        .iter()
+        .find(|(e, _)| *e == Engine::V1)
+        .map(|(_, s)| *s)
+        .unwrap_or_default();
+    for (engine, s) in &replay {
+        let _ = writeln!(
+            out,
+            "| replay {} records ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | | {:.2}× |",
+            args.replay_ops,
+            s.file_bytes as f64 / 1e6,
+            s.extra_mib,
+            engine.label(),
+            s.rate(),
+            s.rate() / v1_replay.rate()
+        );
+    }
+    Ok(out)
+}
+
+/// The size of a logged insert frame (v2), for a like-for-like raw baseline.
+fn iqdb_persist_bench_frame_len(op: &Operation, buf: &mut Vec<u8>) -> Result<(), String> {
+    // head 8 + kind/seq/synced 17 + the operation's encoding.
+    if let Operation::Insert {
+        id,
+        vector,
+        metadata,
+    } = op
+    {
+        let id_len = match id {
+            VectorId::U64(_) => 9,
+            VectorId::Bytes(b) => 9 + b.len(),
+        };
+        let meta_len = metadata.as_ref().map_or(1, |m| {
+            5 + m.iter().map(|(k, _)| 4 + k.len() + 16).sum::<usize>()
+        });
+        buf.resize(8 + 17 + 1 + id_len + 4 + vector.len() * 4 + meta_len, 0);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        let Some(task) = args
+            .get(2)
+            .and_then(|json| serde_json::from_str::<Task>(json).ok())
+        else {
+            eprintln!("child: bad task");
+            return ExitCode::from(2);
+        };
+        return match run_task(&task) {
+            Ok(sample) => {
+                println!("{}", serde_json::to_string(&sample).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let parsed = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_all(&parsed) {
+        Ok(table) => {
+            println!("{table}");
+            let _ = std::fs::remove_dir_all(&parsed.dir);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
