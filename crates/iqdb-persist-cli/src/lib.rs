@@ -1,0 +1,510 @@
+//! # iqdb-persist-cli
+//!
+//! The `iqdb-persist` command line: the operator's tool beside the
+//! [`iqdb_persist`] library, in the spirit of SQLite's `integrity_check`,
+//! RocksDB's `ldb`, `redis-check-aof --fix` and `pg_waldump`.
+//!
+//! | subcommand | what it does | changes files |
+//! |---|---|---|
+//! | `inspect PATH` | snapshot header, the log beside it, a pending checkpoint, leftover temporaries | no |
+//! | `verify PATH` | every checksum, every log frame; decodes and replays registered index types | no |
+//! | `wal dump PATH` | every logged operation, as text or JSON lines | no |
+//! | `repair PATH` | cuts a torn log tail (or, with `--salvage`, a corrupt one), keeping a backup | yes, explicitly |
+//! | `bench` | save/load/log throughput beside the raw disk's | only in its own directory |
+//! | `demo` | builds, saves, crashes a writer with SIGKILL, recovers and checks everything | only in its own directory |
+//!
+//! `PATH` is always the snapshot; its log is `PATH.wal`. A path ending in
+//! `.wal` is taken as the log, with the snapshot beside it.
+//!
+//! All file access goes through the library ([`iqdb_persist::inspect`],
+//! [`iqdb_persist::PersistedIndex`]); this crate never parses the formats
+//! itself.
+//!
+//! ## Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | healthy / success (a torn log tail is a warning, not a failure) |
+//! | 1 | corruption found: damage a crash cannot explain, or not an iqdb-persist file |
+//! | 2 | usage error (bad arguments) |
+//! | 3 | I/O error: not found, permission denied, disk failure |
+//! | 4 | the database is locked by another writer |
+//! | 5 | a check failed or the operation failed for another reason (for example a `demo` check) |
+//!
+//! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
+//!
+//! ## Using it as a library: the index registry
+//!
+//! `verify` and `repair` decode snapshots and replay logs for the index
+//! types in a [`Registry`]. The reference type
+//! [`iqdb_persist_testkit::VectorStore`] is registered by default; register
+//! your own and call [`run_with`] from your own `main`:
+//!
+//! ```no_run
+//! use iqdb_persist_cli::{Registry, run_with};
+//! # use iqdb_persist_testkit::VectorStore as MyIndex;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = Registry::with_defaults();
+//!     registry.register::<MyIndex>();
+//!     run_with(&registry, std::env::args_os())
+//! }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use iqdb_persist::PersistError;
+
+pub mod bench;
+pub mod demo;
+mod examine;
+pub mod inspect;
+mod output;
+pub mod registry;
+pub mod repair;
+pub mod verify;
+pub mod wal;
+
+pub use crate::registry::{IndexSummary, LoadOutcome, Registry};
+
+/// The exit status of a command (see the [crate docs](crate) for the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    /// 0: healthy, or the operation succeeded.
+    Healthy,
+    /// 1: corruption found.
+    Corrupt,
+    /// 2: bad arguments.
+    Usage,
+    /// 3: an I/O error (not found, permission denied, ...).
+    Io,
+    /// 4: the database is locked by another writer.
+    Locked,
+    /// 5: a check failed, or the operation failed for another reason.
+    Failed,
+}
+
+impl Status {
+    /// The process exit code.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Healthy => 0,
+            Self::Corrupt => 1,
+            Self::Usage => 2,
+            Self::Io => 3,
+            Self::Locked => 4,
+            Self::Failed => 5,
+        }
+    }
+
+    /// The status for an error from the library.
+    #[must_use]
+    pub fn of_error(error: &PersistError) -> Self {
+        match error.root_cause() {
+            PersistError::Locked { .. } => Self::Locked,
+            PersistError::Io { .. } => Self::Io,
+            e if e.is_corruption() => Self::Corrupt,
+            _ => Self::Failed,
+        }
+    }
+
+    /// The more severe of two statuses (for combining problems): I/O and
+    /// lock failures over other failures over corruption over healthy.
+    #[must_use]
+    pub fn worst(self, other: Self) -> Self {
+        fn rank(s: Status) -> u8 {
+            match s {
+                Status::Healthy => 0,
+                Status::Corrupt => 1,
+                Status::Failed => 2,
+                Status::Usage => 3,
+                Status::Io => 4,
+                Status::Locked => 5,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(status.code())
+    }
+}
+
+/// An error that ends a command: a one-line message and an exit status.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit status it maps to.
+    pub status: Status,
+    /// The message (one line, without the program-name prefix).
+    pub message: String,
+    /// Writing to standard output failed because the reader went away (for
+    /// example `| head`); not reported.
+    pub broken_pipe: bool,
+}
+
+impl CliError {
+    /// An error with `status` and `message`.
+    #[must_use]
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            broken_pipe: false,
+        }
+    }
+
+    /// An error about `what`, from the library, prefixed with `context`.
+    #[must_use]
+    pub fn persist(context: &str, error: &PersistError) -> Self {
+        let message = if context.is_empty() {
+            error.to_string()
+        } else {
+            format!("{context}: {error}")
+        };
+        Self::new(Status::of_error(error), message)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<PersistError> for CliError {
+    fn from(error: PersistError) -> Self {
+        Self::persist("", &error)
+    }
+}
+
+impl From<io::Error> for CliError {
+    /// Errors writing the report to standard output.
+    fn from(error: io::Error) -> Self {
+        let broken_pipe = error.kind() == io::ErrorKind::BrokenPipe;
+        Self {
+            status: Status::Io,
+            message: format!("writing output: {error}"),
+            broken_pipe,
+        }
+    }
+}
+
+/// The result of a command: its exit status, or an error.
+pub type CliResult = Result<Status, CliError>;
+
+/// The exit-code table, as shown in every `--help`.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  healthy / success (a torn log tail is only a warning)
+  1  corruption found (damage a crash cannot explain, or not an iqdb-persist file)
+  2  usage error (bad arguments)
+  3  I/O error (not found, permission denied, ...)
+  4  locked by another writer
+  5  a check failed, or another failure"
+    };
+}
+pub(crate) use exit_codes;
+
+/// The exit-code table shown in `--help`.
+pub const EXIT_CODES: &str = exit_codes!();
+
+const TOP_EXAMPLES: &str = concat!(
+    "Examples:
+  iqdb-persist inspect data/vectors.iqdb
+  iqdb-persist verify data/vectors.iqdb --json
+  iqdb-persist wal dump data/vectors.iqdb --limit 20
+  iqdb-persist repair data/vectors.iqdb --dry-run
+  iqdb-persist demo
+
+",
+    exit_codes!()
+);
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "iqdb-persist",
+    version,
+    about = "Inspect, verify, dump, repair and benchmark iqdb-persist databases",
+    long_about = "Inspect, verify, dump, repair and benchmark iqdb-persist databases.\n\n\
+        PATH is a database's snapshot file; its write-ahead log is PATH.wal. Only \
+        `repair` changes a database, and only when asked. Human-readable output by \
+        default; --json for scripts.",
+    after_help = TOP_EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Print one JSON document (JSON lines for `wal dump`) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a database's snapshot header, its log, pending checkpoint and temporaries.
+    Inspect(inspect::InspectArgs),
+    /// Check every checksum and log frame; decode and replay registered index types.
+    Verify(verify::VerifyArgs),
+    /// Write-ahead-log tools.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
+    /// Cut a torn (or, with --salvage, corrupt) log tail, keeping a backup.
+    Repair(repair::RepairArgs),
+    /// Measure save/load/log throughput beside the raw disk.
+    Bench(bench::BenchArgs),
+    /// Build, save, crash a writer with SIGKILL, recover, and check every write.
+    Demo(demo::DemoArgs),
+    /// The writer process of `demo` (internal).
+    #[command(name = "__demo-writer", hide = true)]
+    DemoWriter(demo::WriterArgs),
+}
+
+/// What a command needs besides its arguments.
+pub struct Context<'a> {
+    /// Where the report goes (standard output).
+    pub out: &'a mut dyn Write,
+    /// `--json`.
+    pub json: bool,
+    /// Whether to draw progress bars.
+    pub progress: bool,
+    /// The index types that can be decoded.
+    pub registry: &'a Registry,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("json", &self.json)
+            .field("progress", &self.progress)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a parsed command line, writing the report to `ctx.out`.
+///
+/// # Errors
+///
+/// A [`CliError`] with the exit status and a one-line message.
+pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
+    match command {
+        Command::Inspect(args) => inspect::run(args, ctx),
+        Command::Verify(args) => verify::run(args, ctx),
+        Command::Wal(wal::WalCommand::Dump(args)) => wal::run_dump(args, ctx),
+        Command::Repair(args) => repair::run(args, ctx),
+        Command::Bench(args) => bench::run(args, ctx),
+        Command::Demo(args) => demo::run(args, ctx),
+        Command::DemoWriter(args) => demo::run_writer(args, ctx),
+    }
+}
+
+/// Runs the command line `args` (the program name first) with the default
+/// [`Registry`], and returns the process exit code.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with(&Registry::with_defaults(), args)
+}
+
+/// Runs the command line `args` (the program name first) with `registry`,
+/// and returns the process exit code. Errors are printed to stderr as one
+/// line; usage errors exit with 2, `--help` and `--version` with 0.
+pub fn run_with<I, T>(registry: &Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut ctx = Context {
+        out: &mut out,
+        json: cli.json,
+        progress: !cli.quiet && io::stderr().is_terminal(),
+        registry,
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(&cli.command, &mut ctx)
+    }));
+    let status = match result {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) if e.broken_pipe => Status::Healthy,
+        Ok(Err(e)) => {
+            let _ = ctx.out.flush();
+            eprintln!("iqdb-persist: error: {}", one_line(&e.message));
+            e.status
+        }
+        Err(_) => {
+            // The panic hook (see main.rs) already printed one line.
+            Status::Failed
+        }
+    };
+    if let Err(e) = ctx.out.flush()
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        eprintln!("iqdb-persist: error: writing output: {e}");
+        return Status::Io.into();
+    }
+    status.into()
+}
+
+/// Prints a clap error: help and version as clap renders them (exit 0),
+/// anything else as one line (exit 2).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let rendered = e.render().to_string();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprint!("{rendered}");
+                return Status::Usage.into();
+            }
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(rendered.as_bytes());
+            let _ = out.flush();
+            Status::Healthy.into()
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("iqdb-persist: error: {first} (see --help)");
+            Status::Usage.into()
+        }
+    }
+}
+
+/// Collapses a message to one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Where a database's files are, from a PATH argument.
+#[derive(Debug, Clone)]
+pub struct DbPaths {
+    /// The snapshot.
+    pub snapshot: PathBuf,
+    /// The write-ahead log (`snapshot` + `.wal`).
+    pub wal: PathBuf,
+    /// Whether PATH named the log (it ended in `.wal`).
+    pub given_log: bool,
+}
+
+impl DbPaths {
+    /// Resolves PATH: a path ending in `.wal` names the log (the snapshot is
+    /// the same path without the suffix); anything else names the snapshot.
+    #[must_use]
+    pub fn resolve(path: &std::path::Path) -> Self {
+        if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && let Some(stem) = name.strip_suffix(".wal")
+            && !stem.is_empty()
+        {
+            let snapshot = path.with_file_name(stem);
+            return Self {
+                wal: iqdb_persist::PersistConfig::new(&snapshot).wal_path(),
+                snapshot,
+                given_log: true,
+            };
+        }
+        Self {
+            snapshot: path.to_path_buf(),
+            wal: iqdb_persist::PersistConfig::new(path).wal_path(),
+            given_log: false,
+        }
+    }
+
+    /// A WAL-mode configuration for the database.
+    #[must_use]
+    pub fn config(&self) -> iqdb_persist::PersistConfig {
+        let mut config = iqdb_persist::PersistConfig::new(&self.snapshot);
+        config.wal_enabled = true;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn resolve_snapshot_and_log_paths() {
+        let p = DbPaths::resolve(Path::new("/d/db.iqdb"));
+        assert_eq!(p.snapshot, Path::new("/d/db.iqdb"));
+        assert_eq!(p.wal, Path::new("/d/db.iqdb.wal"));
+        assert!(!p.given_log);
+        let p = DbPaths::resolve(Path::new("/d/db.iqdb.wal"));
+        assert_eq!(p.snapshot, Path::new("/d/db.iqdb"));
+        assert_eq!(p.wal, Path::new("/d/db.iqdb.wal"));
+        assert!(p.given_log);
+        let p = DbPaths::resolve(Path::new("rel.wal"));
+        assert_eq!(p.snapshot, Path::new("rel"));
+    }
+
+    #[test]
+    fn status_codes_are_distinct_and_documented() {
+        let all = [
+            Status::Healthy,
+            Status::Corrupt,
+            Status::Usage,
+            Status::Io,
+            Status::Locked,
+            Status::Failed,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
+        codes.dedup();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
+        for s in all {
+            assert!(EXIT_CODES.contains(&format!("  {}  ", s.code())));
+        }
+        assert!(TOP_EXAMPLES.ends_with(EXIT_CODES));
+    }
+
+    #[test]
+    fn worst_prefers_io_and_locks() {
+        assert_eq!(Status::Healthy.worst(Status::Corrupt), Status::Corrupt);
+        assert_eq!(Status::Io.worst(Status::Corrupt), Status::Io);
+        assert_eq!(Status::Corrupt.worst(Status::Healthy), Status::Corrupt);
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
