@@ -493,6 +493,14 @@ pub fn run(args: &DemoArgs, ctx: &mut Context<'_>) -> CliResult {
         ))?;
     }
 
+    // Keep a copy of what the crash left, to look at with the other
+    // subcommands.
+    let crash_copy = if args.cleanup {
+        None
+    } else {
+        Some(copy_crash_state(&dir, &db_path)?)
+    };
+
     // 5. Recover.
     let mut wal_config = PersistConfig::new(&db_path);
     wal_config.wal_enabled = true;
@@ -678,6 +686,7 @@ pub fn run(args: &DemoArgs, ctx: &mut Context<'_>) -> CliResult {
             "checks": demo.checks,
             "timings_seconds": demo.timings.iter().map(|(k, d)| (k.to_string(), json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
             "kept": !args.cleanup,
+            "crash_state_copy": crash_copy.as_ref().map(|p| p.display().to_string()),
             "passed": passed,
             "exit_code": status.code(),
         });
@@ -698,12 +707,17 @@ pub fn run(args: &DemoArgs, ctx: &mut Context<'_>) -> CliResult {
         if args.cleanup {
             writeln!(out, "Removed {}", dir.display())?;
         } else {
-            writeln!(
-                out,
-                "Kept {} (try: iqdb-persist inspect {})",
-                dir.display(),
-                db_path.display()
-            )?;
+            writeln!(out, "Kept {}", dir.display())?;
+            if let Some(copy) = &crash_copy {
+                writeln!(
+                    out,
+                    "The files as the crash left them are in {}; try:\n  iqdb-persist wal dump {} --limit 20\n  iqdb-persist verify {}",
+                    copy.parent()
+                        .map_or_else(|| copy.display().to_string(), |p| p.display().to_string()),
+                    copy.display(),
+                    copy.display()
+                )?;
+            }
         }
     }
     if args.cleanup {
@@ -740,6 +754,23 @@ fn demo_dir(dir: Option<&Path>) -> Result<PathBuf, CliError> {
             .map(tempfile::TempDir::keep)
             .map_err(|e| CliError::new(Status::Io, format!("temporary directory: {e}"))),
     }
+}
+
+/// Copies the snapshot and log as the crash left them to
+/// `DIR/after-crash/`, returning the copy's snapshot path.
+fn copy_crash_state(dir: &Path, db_path: &Path) -> Result<PathBuf, CliError> {
+    let io =
+        |p: &Path, e: std::io::Error| CliError::new(Status::Io, format!("{}: {e}", p.display()));
+    let target_dir = dir.join("after-crash");
+    std::fs::create_dir_all(&target_dir).map_err(|e| io(&target_dir, e))?;
+    let target = target_dir.join(DB_FILE);
+    std::fs::copy(db_path, &target).map_err(|e| io(db_path, e))?;
+    let wal = PersistConfig::new(db_path).wal_path();
+    let target_wal = PersistConfig::new(&target).wal_path();
+    if wal.exists() {
+        std::fs::copy(&wal, &target_wal).map_err(|e| io(&wal, e))?;
+    }
+    Ok(target)
 }
 
 /// What happened to the writer.

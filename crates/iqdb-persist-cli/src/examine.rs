@@ -481,7 +481,9 @@ pub(crate) fn write_problems_text(
         writeln!(out, "Findings: none")?;
     } else {
         writeln!(out, "Findings:")?;
-        for p in problems {
+        let mut sorted: Vec<&Problem> = problems.iter().collect();
+        sorted.sort_by_key(|p| std::cmp::Reverse(p.severity));
+        for p in sorted {
             p.write_text(out)?;
         }
     }

@@ -503,6 +503,49 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_registry_decides_what_verify_decodes() -> Result<(), Box<dyn std::error::Error>> {
+        use iqdb_persist::{PersistConfig, PersistedIndex};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.iqdb");
+        let store =
+            iqdb_persist_testkit::generate::store(1, 20, 4, iqdb_types::DistanceMetric::Cosine);
+        PersistedIndex::open_with(store, PersistConfig::new(&path))?.save()?;
+        let verify = |registry: &Registry| -> Result<(Status, String), Box<dyn std::error::Error>> {
+            let cli =
+                Cli::try_parse_from(["iqdb-persist", "verify", path.to_str().ok_or("path")?])?;
+            let mut out = Vec::new();
+            let mut ctx = Context {
+                out: &mut out,
+                json: false,
+                progress: false,
+                registry,
+            };
+            let status = execute(&cli.command, &mut ctx).map_err(|e| e.message)?;
+            Ok((status, String::from_utf8(out)?))
+        };
+        let (status, text) = verify(&Registry::empty())?;
+        assert_eq!(status, Status::Healthy);
+        assert!(text.contains("no loader is registered"), "{text}");
+
+        let mut registry = Registry::empty();
+        registry.register_loader(iqdb_persist_testkit::INDEX_TYPE, |config, options| {
+            let (index, report) = iqdb_persist::inspect::load_read_only::<
+                iqdb_persist_testkit::VectorStore,
+            >(config, options)?;
+            let mut summary = IndexSummary::basic("custom", &index);
+            summary
+                .details
+                .push(("answer".to_string(), "42".to_string()));
+            Ok(LoadOutcome { summary, report })
+        });
+        let (status, text) = verify(&registry)?;
+        assert_eq!(status, Status::Healthy);
+        assert!(text.contains("answer               42"), "{text}");
+        assert!(text.contains("vectors              20"), "{text}");
+        Ok(())
+    }
+
+    #[test]
     fn clap_definition_is_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
