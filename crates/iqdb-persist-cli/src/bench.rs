@@ -445,10 +445,10 @@ pub fn run(args: &BenchArgs, ctx: &mut Context<'_>) -> CliResult {
     let out = &mut *ctx.out;
     writeln!(
         out,
-        "bench: {} vectors x {} dims, format {:?}, compression {}, {} run(s) (medians), in {}",
+        "bench: {} vectors x {} dims, format {}, compression {}, {} run(s) (medians), in {}",
         args.vectors,
         args.dim,
-        args.format,
+        format!("{:?}", args.format).to_lowercase(),
         compression_name(args.compression),
         runs,
         dir.display()

@@ -466,6 +466,7 @@ pub(crate) fn write_log_text(
         (Some(true), _) => "yes (its fingerprint matches the snapshot)".to_string(),
         (Some(false), _) => "NO (it records a different snapshot)".to_string(),
         (None, Some(1)) => "unknown (v1 logs record no fingerprint)".to_string(),
+        (None, None) => "unknown (the log's header is incomplete)".to_string(),
         (None, _) => "unknown (no snapshot to compare)".to_string(),
     };
     output::kv(out, "belongs to snapshot", belongs)

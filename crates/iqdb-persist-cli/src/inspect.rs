@@ -33,7 +33,8 @@ pub struct InspectArgs {
     /// The database's snapshot file (its log is PATH.wal); a path ending in
     /// `.wal` names the log.
     pub path: PathBuf,
-    /// Look only at the log (for example when the snapshot is missing).
+    /// Look only at the log (for example when the snapshot is missing);
+    /// PATH may then name any log file, such as a `.salvaged-…` backup.
     #[arg(long)]
     pub wal_only: bool,
 }
@@ -45,7 +46,11 @@ pub struct InspectArgs {
 /// Unreadable files (I/O errors other than a missing snapshot beside an
 /// existing log) and output errors.
 pub fn run(args: &InspectArgs, ctx: &mut Context<'_>) -> CliResult {
-    let paths = DbPaths::resolve(&args.path);
+    let paths = if args.wal_only {
+        DbPaths::resolve_log(&args.path)
+    } else {
+        DbPaths::resolve(&args.path)
+    };
     let exam = examine::examine(&paths, false, args.wal_only, ctx.progress)?;
     let status = exam.status();
     if ctx.json {

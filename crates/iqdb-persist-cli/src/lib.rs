@@ -448,6 +448,33 @@ impl DbPaths {
         }
     }
 
+    /// Resolves PATH when it should name a log: as [`resolve`](Self::resolve),
+    /// except that an existing file that is not a snapshot and has no
+    /// `PATH.wal` beside it is taken as the log itself (for example a
+    /// `.salvaged-…` backup). Only the snapshot header is read to decide.
+    #[must_use]
+    pub fn resolve_log(path: &std::path::Path) -> Self {
+        let resolved = Self::resolve(path);
+        if resolved.given_log {
+            return resolved;
+        }
+        let options = iqdb_persist::Options::default();
+        let fs = options.get_file_system();
+        let has_log = fs.exists(&resolved.wal).unwrap_or(false);
+        let exists = fs.exists(path).unwrap_or(false);
+        if !has_log
+            && exists
+            && iqdb_persist::inspect::snapshot_info(fs.as_ref(), path, false).is_err()
+        {
+            return Self {
+                snapshot: path.to_path_buf(),
+                wal: path.to_path_buf(),
+                given_log: true,
+            };
+        }
+        resolved
+    }
+
     /// A WAL-mode configuration for the database.
     #[must_use]
     pub fn config(&self) -> iqdb_persist::PersistConfig {

@@ -42,7 +42,8 @@ pub struct VerifyArgs {
     /// The database's snapshot file (its log is PATH.wal); a path ending in
     /// `.wal` names the log.
     pub path: PathBuf,
-    /// Check only the log (for example when the snapshot is missing).
+    /// Check only the log (for example when the snapshot is missing);
+    /// PATH may then name any log file, such as a `.salvaged-…` backup.
     #[arg(long)]
     pub wal_only: bool,
     /// Count a torn log tail as corruption (exit code 1).
@@ -64,7 +65,11 @@ struct Decoded {
 ///
 /// Unreadable files and output errors.
 pub fn run(args: &VerifyArgs, ctx: &mut Context<'_>) -> CliResult {
-    let paths = DbPaths::resolve(&args.path);
+    let paths = if args.wal_only {
+        DbPaths::resolve_log(&args.path)
+    } else {
+        DbPaths::resolve(&args.path)
+    };
     let mut exam = examine::examine(&paths, true, args.wal_only, ctx.progress)?;
     if args.strict {
         for p in &mut exam.problems {

@@ -46,13 +46,15 @@ pub enum WalCommand {
     "Examples:
   iqdb-persist wal dump data/vectors.iqdb
   iqdb-persist wal dump data/vectors.iqdb.wal --limit 20
+  iqdb-persist wal dump data/vectors.iqdb.wal.salvaged-1767225600-0
   iqdb-persist wal dump data/vectors.iqdb --from 5000 --json | jq -c 'select(.op == \"delete\")'
 
 ",
     exit_codes!()
 ))]
 pub struct DumpArgs {
-    /// The database's snapshot file, or its `.wal` log.
+    /// The database's snapshot file, or its `.wal` log (any other file that
+    /// is not a snapshot, such as a `.salvaged-…` backup, is read as a log).
     pub path: PathBuf,
     /// Print at most N operations (the rest of the log is not scanned).
     #[arg(long, value_name = "N")]
@@ -72,7 +74,7 @@ pub struct DumpArgs {
 /// A log that cannot be read (missing, permissions, a damaged header is
 /// reported and exits 1) and output errors.
 pub fn run_dump(args: &DumpArgs, ctx: &mut Context<'_>) -> CliResult {
-    let paths = DbPaths::resolve(&args.path);
+    let paths = DbPaths::resolve_log(&args.path);
     let options = Options::default();
     let fs = options.get_file_system().clone();
     let from = args.from.unwrap_or(0);

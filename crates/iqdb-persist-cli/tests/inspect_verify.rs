@@ -443,3 +443,100 @@ fn a_damaged_log_header_is_corruption() {
     assert_eq!(v["problems"][0]["code"], "log-header");
     assert_eq!(v["problems"][0]["offset"], 0);
 }
+
+/// A checkpoint intent as docs/FORMAT.md lays it out.
+fn intent_bytes(fingerprint: iqdb_persist::SnapshotFingerprint, next_seq: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"IQDBCKPT");
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&fingerprint.len.to_le_bytes());
+    b.extend_from_slice(&fingerprint.crc32.to_le_bytes());
+    b.extend_from_slice(&next_seq.to_le_bytes());
+    b.extend_from_slice(&2u32.to_le_bytes());
+    let crc = iqdb_persist::checksum::compute(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn fingerprint(path: &std::path::Path) -> iqdb_persist::SnapshotFingerprint {
+    iqdb_persist::inspect::snapshot_info(&iqdb_persist::storage::StdFileSystem, path, false)
+        .unwrap()
+        .fingerprint
+}
+
+#[test]
+fn a_pending_checkpoint_intent_is_shown_and_resolved_like_a_load() {
+    let db = wal_db(Options::default());
+    let intent = db.config().checkpoint_path();
+    // An intent for the snapshot in place: the log is already in it.
+    std::fs::write(&intent, intent_bytes(fingerprint(&db.path), 15)).unwrap();
+    let out = cli().args(["inspect", db.path_str()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("Checkpoint intent: pending"), "{text}");
+    assert!(text.contains("a checkpoint was interrupted"), "{text}");
+    let out = cli()
+        .args(["verify", db.path_str(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json(&out.stdout);
+    assert_eq!(v["checkpoint_pending"], true);
+    assert_eq!(v["index"]["replay"]["checkpoint_completed"], true);
+    assert_eq!(v["index"]["vectors"], common::BASE);
+
+    // A damaged intent makes a load fail: corruption.
+    common::flip_byte(&intent, 14);
+    let out = cli().args(["verify", db.path_str()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout(&out).contains("db.iqdb.checkpoint at byte 0: checksum mismatch"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn leftover_temporary_files_are_listed() {
+    let db = wal_db(Options::default());
+    let temp = db.dir.path().join("db.iqdb.iqdb-tmp.4000000.0");
+    std::fs::write(&temp, b"half a snapshot").unwrap();
+    let out = cli().args(["inspect", db.path_str()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("Temporary files:\n  "), "{text}");
+    assert!(text.contains("db.iqdb.iqdb-tmp.4000000.0"), "{text}");
+    assert!(text.contains("1 leftover temporary file(s)"), "{text}");
+    let out = cli()
+        .args(["inspect", db.path_str(), "--json"])
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["temp_files"][0], temp.to_str().unwrap());
+    // Looking removed nothing.
+    assert!(temp.exists());
+}
+
+#[test]
+fn a_salvaged_backup_can_be_checked_as_a_log() {
+    let db = wal_db(Options::default());
+    let backup = db.dir.path().join("db.iqdb.wal.salvaged-1-0");
+    std::fs::copy(&db.wal, &backup).unwrap();
+    let out = cli()
+        .args(["verify", backup.to_str().unwrap(), "--wal-only", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json(&out.stdout);
+    assert_eq!(v["log"]["frames"], db.frames);
+    assert_eq!(v["snapshot"], serde_json::Value::Null);
+    let out = cli()
+        .args(["wal", "dump", backup.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out).lines().filter(|l| l.starts_with('@')).count() as u64,
+        db.inserts + db.deletes
+    );
+}
