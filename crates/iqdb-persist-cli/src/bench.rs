@@ -111,8 +111,8 @@ pub struct BenchArgs {
     /// Snapshot format.
     #[arg(long, value_enum, default_value_t = FormatArg::V3)]
     pub format: FormatArg,
-    /// Directory for the files (default: a fresh temporary directory,
-    /// removed afterwards).
+    /// Where to put the files: a fresh subdirectory of DIR (default: of the
+    /// system temporary directory), removed afterwards.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Repetitions of each measurement (the median is reported).

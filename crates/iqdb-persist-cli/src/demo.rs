@@ -890,6 +890,9 @@ fn run_child(
             "the writer's acks were out of order",
         ));
     }
+    if std::fs::metadata(&stderr_path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&stderr_path);
+    }
     let (killed_by_signal, exit) = describe_exit(status);
     Ok(WriterRun {
         acks,

@@ -32,6 +32,8 @@
 //! | 5 | a check failed or the operation failed for another reason (for example a `demo` check) |
 //!
 //! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
+//! An error that ends a command is printed as one line on stderr (with
+//! `--json`, also as `{"error": ..., "exit_code": ...}` on stdout).
 //!
 //! ## Using it as a library: the index registry
 //!
@@ -360,8 +362,14 @@ where
         Ok(Ok(status)) => status,
         Ok(Err(e)) if e.broken_pipe => Status::Healthy,
         Ok(Err(e)) => {
+            let message = one_line(&e.message);
+            if ctx.json {
+                // Scripts reading stdout still get one JSON document.
+                let doc = serde_json::json!({"error": message, "exit_code": e.status.code()});
+                let _ = writeln!(ctx.out, "{doc}");
+            }
             let _ = ctx.out.flush();
-            eprintln!("iqdb-persist: error: {}", one_line(&e.message));
+            eprintln!("iqdb-persist: error: {message}");
             e.status
         }
         Err(_) => {

@@ -100,7 +100,7 @@ impl Registry {
     }
 
     /// A registry with the reference type
-    /// [`VectorStore`](iqdb_persist_testkit::VectorStore) (tag
+    /// [`VectorStore`] (tag
     /// [`iqdb_persist_testkit::INDEX_TYPE`]).
     #[must_use]
     pub fn with_defaults() -> Self {

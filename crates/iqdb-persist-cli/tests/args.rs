@@ -98,6 +98,13 @@ fn missing_paths_give_one_line_and_exit_code_3() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
         assert_one_line_error(&out);
         assert!(common::stderr(&out).contains("nope.iqdb"), "{args:?}");
+        if args.contains(&"--json") {
+            let v = common::json(&out.stdout);
+            assert_eq!(v["exit_code"], 3);
+            assert!(v["error"].as_str().unwrap().contains("nope.iqdb"));
+        } else {
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
     }
 }
 
@@ -112,6 +119,7 @@ fn a_directory_as_path_is_an_io_error() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn unreadable_files_give_one_line_and_exit_code_3() {
     use std::os::unix::fs::PermissionsExt;
