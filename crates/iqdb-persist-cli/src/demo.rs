@@ -594,7 +594,7 @@ pub fn run(args: &DemoArgs, ctx: &mut Context<'_>) -> CliResult {
             if matched.is_none() {
                 "inconsistent"
             } else if in_flight_applied {
-                "present, entirely (it was durable but not yet acknowledged)"
+                "present, entirely (its write reached the OS before the kill, but was not acknowledged yet)"
             } else {
                 "absent, entirely"
             }
@@ -821,14 +821,19 @@ fn run_child(
     };
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdout.read_line(&mut line) {
+                // A line cut short by the kill was never fully printed: it
+                // is not an acknowledgement.
+                Ok(n) if n > 0 && line.ends_with('\n') => {
+                    if tx.send(line.trim_end().to_string()).is_err() {
                         break;
                     }
                 }
-                Err(_) => break,
+                _ => break,
             }
         }
     });

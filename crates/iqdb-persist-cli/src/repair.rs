@@ -184,7 +184,10 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
     });
     match &plan {
         Plan::SetAside { reason, bytes } => {
-            let backup = set_aside(&fs, &paths, &config)?;
+            let spin = output::spinner(ctx.progress, "setting the log aside");
+            let result = set_aside(&fs, &paths, &config);
+            spin.finish_and_clear();
+            let backup = result?;
             doc["action"] = json!("set-aside");
             doc["set_aside"] = json!({
                 "reason": reason,
@@ -203,8 +206,10 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
             }
         }
         Plan::Cut { .. } | Plan::Nothing(_) => {
-            let report = inspect::repair_log(&config, &options, args.salvage)
-                .map_err(|e| CliError::persist("repair", &e))?;
+            let spin = output::spinner(ctx.progress, "backing up and cutting the log");
+            let result = inspect::repair_log(&config, &options, args.salvage);
+            spin.finish_and_clear();
+            let report = result.map_err(|e| CliError::persist("repair", &e))?;
             match &report.truncated {
                 None => {
                     doc["action"] = json!("none");
@@ -251,7 +256,10 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
     }
 
     // Afterwards: the log scans clean, and a registered type loads.
-    let (after, status) = check_after(fs.as_ref(), &paths, ctx)?;
+    let spin = output::spinner(ctx.progress, "checking the result");
+    let result = check_after(fs.as_ref(), &paths, ctx);
+    spin.finish_and_clear();
+    let (after, status) = result?;
     doc["after"] = after;
     doc["exit_code"] = json!(status.code());
     if ctx.json {
