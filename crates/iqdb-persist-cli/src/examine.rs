@@ -247,29 +247,35 @@ pub(crate) fn damage_problem(info: &LogInfo) -> Option<Problem> {
     let damage = info.damage.as_ref()?;
     let bytes = info.file_len.saturating_sub(damage.offset);
     Some(match damage.kind {
-        DamageKind::Torn => {
-            let after = if damage.valid_frames_after > 0 {
-                format!(
-                    " ({} intact frame(s) follow, none of which saw it synced)",
-                    damage.valid_frames_after
-                )
-            } else {
-                String::new()
-            };
-            Problem::new(
-                Severity::Warning,
-                Status::Healthy,
-                "torn-tail",
-                Some(&info.path),
-                Some(damage.offset),
-                format!(
-                    "torn tail: {}{after}; the last {bytes} byte(s) are an unfinished write, \
-                     what a crash leaves. Not corruption: the next open truncates it \
-                     (`iqdb-persist repair` does it now, keeping a backup)",
-                    damage.reason
-                ),
-            )
-        }
+        DamageKind::Torn if damage.valid_frames_after > 0 => Problem::new(
+            Severity::Warning,
+            Status::Healthy,
+            "torn-tail",
+            Some(&info.path),
+            Some(damage.offset),
+            format!(
+                "torn tail: {}, but {} intact frame(s) follow it. None of them records the \
+                 damaged frame as synced, so it counts as a write a crash left unfinished \
+                 (not corruption), and the next open truncates the log here, DROPPING those \
+                 frames ({bytes} byte(s)) without a backup. If the log was synced (for example \
+                 under FsyncPolicy::Never or Periodic, then sync()), this may be damage \
+                 instead: run `iqdb-persist repair` first, which keeps a backup",
+                damage.reason, damage.valid_frames_after
+            ),
+        ),
+        DamageKind::Torn => Problem::new(
+            Severity::Warning,
+            Status::Healthy,
+            "torn-tail",
+            Some(&info.path),
+            Some(damage.offset),
+            format!(
+                "torn tail: {}; the last {bytes} byte(s) are an unfinished write, what a \
+                 crash leaves. Not corruption: the next open truncates it (`iqdb-persist \
+                 repair` does it now, keeping a backup)",
+                damage.reason
+            ),
+        ),
         DamageKind::Corrupt => Problem::new(
             Severity::Error,
             Status::Corrupt,

@@ -540,3 +540,27 @@ fn a_salvaged_backup_can_be_checked_as_a_log() {
         db.inserts + db.deletes
     );
 }
+
+#[test]
+fn a_damaged_frame_that_no_later_frame_saw_synced_is_a_torn_write_that_drops_frames() {
+    // Under FsyncPolicy::Never no frame records a sync, so the library
+    // counts a damaged frame followed by intact ones as torn: the next open
+    // drops the intact ones. The CLI says so loudly.
+    let db = common::wal_db_policy(
+        Options::default(),
+        iqdb_persist::Compression::None,
+        iqdb_persist::FsyncPolicy::Never,
+    );
+    let (frames, _) = db.frames();
+    flip_byte(&db.wal, frames[2].offset + 20);
+    let out = cli().args(["verify", db.path_str()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("11 intact frame(s) follow it"), "{text}");
+    assert!(text.contains("DROPPING those frames"), "{text}");
+    let out = cli()
+        .args(["verify", db.path_str(), "--strict"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -59,17 +59,24 @@ impl Db {
 }
 
 /// A WAL-mode database: a snapshot of BASE records, then a log with 10
-/// single inserts, 3 deletes and one batch of 5 inserts + 1 delete.
+/// single inserts, 3 deletes and one batch of 5 inserts + 1 delete, written
+/// under `FsyncPolicy::Always` (so every frame records that the ones before
+/// it were synced, and damage to them is corruption, not a torn write).
 pub fn wal_db(options: Options) -> Db {
     wal_db_with(options, Compression::None)
 }
 
 pub fn wal_db_with(options: Options, compression: Compression) -> Db {
+    wal_db_policy(options, compression, FsyncPolicy::Always)
+}
+
+/// [`wal_db`] with a chosen fsync policy (synced once at the end).
+pub fn wal_db_policy(options: Options, compression: Compression, policy: FsyncPolicy) -> Db {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.iqdb");
     let mut config = PersistConfig::new(&path);
     config.wal_enabled = true;
-    config.fsync_policy = FsyncPolicy::Never;
+    config.fsync_policy = policy;
     config.compression = compression;
     let store = generate::store(7, BASE, DIM, DistanceMetric::Euclidean);
     let mut db = PersistedIndex::open_with_options(store, config.clone(), options).unwrap();
