@@ -145,8 +145,10 @@ pub enum PersistError {
     /// offset). `torn` is true for damage a crash leaves, reported only in
     /// [`RecoveryMode::Strict`](crate::RecoveryMode::Strict).
     CorruptFrame {
-        /// What is wrong with the frame.
+        /// What is wrong with the frame (for example a checksum mismatch).
         reason: &'static str,
+        /// Why the damage is judged torn or corrupt.
+        verdict: &'static str,
         /// Whether the damage is a torn tail (what a crash leaves).
         torn: bool,
         /// Valid frames found after the damaged one.
@@ -334,6 +336,7 @@ impl fmt::Display for PersistError {
             ),
             Self::CorruptFrame {
                 reason,
+                verdict,
                 torn,
                 valid_frames_after,
             } => {
@@ -342,7 +345,7 @@ impl fmt::Display for PersistError {
                 } else {
                     "corrupt log frame"
                 };
-                write!(f, "{what}: {reason}")?;
+                write!(f, "{what}: {reason}: {verdict}")?;
                 if *valid_frames_after > 0 {
                     write!(f, " ({valid_frames_after} valid frame(s) follow)")?;
                 }

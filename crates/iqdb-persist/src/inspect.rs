@@ -12,13 +12,13 @@ use crate::config::PersistConfig;
 use crate::error::{PersistError, Result};
 use crate::format::FileHeader;
 use crate::options::{Options, RecoveryMode};
-use crate::recovery::{self, RecoveryReport, Truncation};
+use crate::recovery::{self, IntentState, LogState, RecoveryReport, Truncation};
 use crate::replace;
 use crate::snapshot::{self, SnapshotFingerprint};
 use crate::storage::FileSystem;
 use crate::wal::reader::{self, Next, Opened};
 use crate::wal::{Damage, DamageKind, Operation};
-use crate::{Persistable, checkpoint};
+use crate::{Persistable, checkpoint, wal};
 
 /// What a snapshot file's header says.
 #[non_exhaustive]
@@ -141,12 +141,7 @@ pub fn scan_log(
                 deletes: 0,
                 valid_len: 0,
                 next_seq: 1,
-                damage: (len > 0).then_some(Damage {
-                    offset: 0,
-                    kind: DamageKind::Torn,
-                    reason: "log ends inside its header",
-                    valid_frames_after: 0,
-                }),
+                damage: Damage::incomplete_header(len),
                 stopped_early: false,
             }));
         }
@@ -231,10 +226,45 @@ pub fn temp_files(fs: &dyn FileSystem, config: &PersistConfig) -> Result<Vec<Pat
     Ok(out)
 }
 
+/// A pending checkpoint's intent, as [`checkpoint_intent`] reports it.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointIntent {
+    /// The snapshot the checkpoint was installing.
+    pub snapshot: SnapshotFingerprint,
+    /// Sequence number the new log starts at.
+    pub next_seq: u64,
+    /// Format version of the new log.
+    pub wal_version: u32,
+    /// Whether that snapshot is in place: the next load completes the
+    /// checkpoint (and does not replay the old log); otherwise it abandons
+    /// it and replays the log.
+    pub snapshot_installed: bool,
+}
+
+/// The intent of a checkpoint a crash interrupted, if its file is present.
+pub fn checkpoint_intent(
+    fs: &dyn FileSystem,
+    config: &PersistConfig,
+) -> Result<Option<CheckpointIntent>> {
+    let Some(intent) = checkpoint::read(fs, &config.checkpoint_path())? else {
+        return Ok(None);
+    };
+    let installed = snapshot::inspect_snapshot_file(fs, &config.path, false, 1)
+        .map(|meta| meta.fingerprint() == intent.snapshot)
+        .unwrap_or(false);
+    Ok(Some(CheckpointIntent {
+        snapshot: intent.snapshot,
+        next_seq: intent.next_seq,
+        wal_version: intent.wal_version,
+        snapshot_installed: installed,
+    }))
+}
+
 /// Whether a checkpoint intent file is present (a checkpoint was interrupted
-/// and the next load will finish or abandon it).
+/// and the next load will finish or abandon it; see [`checkpoint_intent`]).
 pub fn checkpoint_pending(fs: &dyn FileSystem, config: &PersistConfig) -> Result<bool> {
-    checkpoint::read(fs, &config.checkpoint_path()).map(|intent| intent.is_some())
+    checkpoint_intent(fs, config).map(|intent| intent.is_some())
 }
 
 /// Loads the snapshot and replays its log in memory, as a load would, but
@@ -255,55 +285,39 @@ pub fn load_read_only<I: Persistable>(
     if !config.wal_enabled {
         return Ok((index, report));
     }
-    let fingerprint = meta.fingerprint();
-    if let Ok(Some(intent)) = checkpoint::read(fs.as_ref(), &config.checkpoint_path())
-        && intent.snapshot == fingerprint
-    {
-        report.checkpoint_completed = true;
-        return Ok((index, report));
-    }
-    let wal_path = config.wal_path();
     let mode = options.get_recovery_mode();
-    let mut log = match reader::open(fs.as_ref(), &wal_path, false)? {
-        Opened::Log(log) => log,
-        Opened::Missing | Opened::Incomplete { .. } => return Ok((index, report)),
-    };
-    report.wal_version = Some(log.header.version);
-    if log.header.version >= 2 && log.header.snapshot != Some(fingerprint) {
-        return Err(PersistError::WalMismatch {
-            path: wal_path,
-            reason: "the log follows a different snapshot",
-        });
-    }
-    loop {
-        match log.next_frame()? {
-            Next::Frame(frame) => {
-                report.frames_replayed += 1;
-                recovery::apply_frame(&mut index, frame.body.ops, frame.body.batch, &mut report);
-            }
-            Next::End => break,
-            Next::Damaged(damage) => {
-                let refuse = mode == RecoveryMode::Strict
-                    || (damage.kind == DamageKind::Corrupt && mode != RecoveryMode::Salvage);
-                if refuse {
-                    return Err(PersistError::CorruptFrame {
-                        reason: damage.reason,
-                        torn: damage.kind == DamageKind::Torn,
-                        valid_frames_after: damage.valid_frames_after,
-                    }
-                    .in_file(&wal_path, damage.offset));
-                }
-                report.truncated = Some(Truncation {
-                    offset: damage.offset,
-                    bytes: log.file_len - damage.offset,
-                    kind: damage.kind,
-                    reason: damage.reason,
-                    frames_dropped: damage.valid_frames_after,
-                    backup: None,
-                });
-                break;
+    let wal_path = config.wal_path();
+    let (intent, log) = recovery::assess(fs.as_ref(), config, meta.fingerprint(), mode, false)?;
+    report.checkpoint_completed = matches!(intent, IntentState::Completed(_));
+    report.checkpoint_abandoned = intent == IntentState::Abandoned;
+    match log {
+        LogState::Replay(mut log) => {
+            report.wal_version = Some(log.header.version);
+            if let Some(damage) = recovery::replay(&mut log, Some(&mut index), &mut report)? {
+                recovery::damage_action(&damage, mode, &wal_path)?;
+                report.truncated = Some(recovery::truncation(&damage, log.file_len, None));
             }
         }
+        LogState::Fresh { torn_header } => {
+            if let Some(damage) = Damage::incomplete_header(torn_header) {
+                report.truncated = Some(recovery::truncation(&damage, torn_header, None));
+            }
+        }
+        LogState::SetAside {
+            reason,
+            bytes,
+            operations,
+        } => {
+            report.truncated = Some(Truncation {
+                offset: 0,
+                bytes,
+                kind: DamageKind::Corrupt,
+                reason,
+                frames_dropped: operations,
+                backup: None,
+            });
+        }
+        LogState::CheckpointCompleted { .. } | LogState::Unlinked => {}
     }
     Ok((index, report))
 }
@@ -318,11 +332,16 @@ pub struct RepairReport {
     pub truncated: Option<Truncation>,
     /// Intact frames kept.
     pub frames_kept: u64,
+    /// Whether the log was replaced by a fresh one (after a backup).
+    pub log_replaced: bool,
 }
 
-/// The explicit repair of a database's log: copies the log to a backup, then
-/// cuts a torn tail, or, only with `salvage`, cuts at the first corrupt
-/// frame. Takes the writer lock. Never runs implicitly.
+/// The explicit repair of a database's log, under the writer lock and
+/// after copying the log to a backup: cuts a torn tail, replaces a log whose
+/// header never got written, and only with `salvage` cuts the log at the
+/// first corrupt frame or sets aside a log with a damaged header or one that
+/// follows a different snapshot (starting a fresh one). A pending checkpoint
+/// is left for the next load to finish. Never runs implicitly.
 pub fn repair_log(
     config: &PersistConfig,
     options: &Options,
@@ -339,45 +358,79 @@ pub fn repair_log(
             PersistError::io(&lock_path, e)
         }
     })?;
+    let threads = options.effective_threads();
+    let meta = snapshot::inspect_snapshot_file(fs.as_ref(), &config.path, false, threads)?;
+    let fingerprint = meta.fingerprint();
+    let mode = if salvage {
+        RecoveryMode::Salvage
+    } else {
+        RecoveryMode::TolerateTornTail
+    };
     let wal_path = config.wal_path();
-    let info =
-        scan_log(fs.as_ref(), &wal_path, |_| ControlFlow::Continue(()))?.ok_or_else(|| {
-            PersistError::io(
-                &wal_path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no write-ahead log"),
-            )
-        })?;
     let mut report = RepairReport {
-        damage: info.damage.clone(),
+        damage: None,
         truncated: None,
-        frames_kept: info.frames,
+        frames_kept: 0,
+        log_replaced: false,
     };
-    let Some(damage) = info.damage else {
-        return Ok(report);
+    let (_, log) = recovery::assess(fs.as_ref(), config, fingerprint, mode, true)?;
+    let replace_with_fresh = |reason, bytes, frames_dropped, kind| -> Result<Truncation> {
+        let backup = recovery::backup_log(fs, &wal_path)?;
+        let version = options.get_wal_format().version();
+        let base = meta.last_seq().map_or(1, |seq| seq + 1);
+        wal::create_log(fs, &wal_path, version, base, fingerprint)?;
+        Ok(Truncation {
+            offset: 0,
+            bytes,
+            kind,
+            reason,
+            frames_dropped,
+            backup: Some(backup),
+        })
     };
-    if damage.kind == DamageKind::Corrupt && !salvage {
-        return Err(PersistError::CorruptFrame {
-            reason: damage.reason,
-            torn: false,
-            valid_frames_after: damage.valid_frames_after,
+    match log {
+        LogState::Replay(mut log) => {
+            let mut scan = RecoveryReport::default();
+            let damage = recovery::replay::<dyn iqdb_index::IndexCore>(&mut log, None, &mut scan)?;
+            report.frames_kept = scan.frames_replayed;
+            if let Some(damage) = damage {
+                recovery::damage_action(&damage, mode, &wal_path)?;
+                let backup = recovery::backup_log(fs, &wal_path)?;
+                let file = log.file();
+                file.set_len(damage.offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| PersistError::io(&wal_path, e))?;
+                report.truncated = Some(recovery::truncation(&damage, log.file_len, Some(backup)));
+                report.damage = Some(damage);
+            }
         }
-        .in_file(&wal_path, damage.offset));
+        LogState::Fresh { torn_header } => {
+            if let Some(damage) = Damage::incomplete_header(torn_header) {
+                report.truncated = Some(replace_with_fresh(
+                    damage.reason,
+                    torn_header,
+                    0,
+                    DamageKind::Torn,
+                )?);
+                report.damage = Some(damage);
+                report.log_replaced = true;
+            }
+        }
+        LogState::SetAside {
+            reason,
+            bytes,
+            operations,
+        } => {
+            report.truncated = Some(replace_with_fresh(
+                reason,
+                bytes,
+                operations,
+                DamageKind::Corrupt,
+            )?);
+            report.log_replaced = true;
+        }
+        LogState::CheckpointCompleted { .. } | LogState::Unlinked => {}
     }
-    let backup = recovery::backup_log(fs, &wal_path)?;
-    let file = fs
-        .open_write(&wal_path)
-        .map_err(|e| PersistError::io(&wal_path, e))?;
-    file.set_len(damage.offset)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| PersistError::io(&wal_path, e))?;
-    report.truncated = Some(Truncation {
-        offset: damage.offset,
-        bytes: info.file_len - damage.offset,
-        kind: damage.kind,
-        reason: damage.reason,
-        frames_dropped: damage.valid_frames_after,
-        backup: Some(backup),
-    });
     Ok(report)
 }
 
@@ -466,12 +519,7 @@ pub fn read_log_frames(
             Next::End => break,
             Next::Damaged(damage) if damage.kind == DamageKind::Torn => break,
             Next::Damaged(damage) => {
-                return Err(PersistError::CorruptFrame {
-                    reason: damage.reason,
-                    torn: false,
-                    valid_frames_after: damage.valid_frames_after,
-                }
-                .in_file(path, damage.offset));
+                return Err(damage.to_error(path));
             }
         }
     }

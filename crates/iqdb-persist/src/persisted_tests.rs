@@ -712,3 +712,108 @@ fn log_frames_rebuild_into_a_loadable_log() -> Result<()> {
     assert!(refused.is_err());
     Ok(())
 }
+
+/// Found by the CLI's tests: with `Never`, no later frame records that the
+/// log was synced, yet a flipped bit mid-log must still be corruption (it
+/// shows no sign of a torn write), not a torn tail that drops what follows.
+#[test]
+fn mid_log_bit_flip_under_never_after_sync_is_corruption() -> Result<()> {
+    let d = dir();
+    let mut config = wal_config(d.path());
+    config.fsync_policy = FsyncPolicy::Never;
+    let mut db = PersistedIndex::open_with(mini(0, 4), config.clone())?;
+    for i in 0..14 {
+        db.insert(VectorId::U64(i), vector(i, 4), None)?;
+    }
+    db.sync()?;
+    drop(db);
+    let fs = crate::storage::StdFileSystem;
+    let mut offsets = Vec::new();
+    crate::inspect::scan_log(&fs, &config.wal_path(), |entry| {
+        offsets.push(entry.offset);
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let wal = config.wal_path();
+    let mut bytes = std::fs::read(&wal).map_err(|e| PersistError::io(&wal, e))?;
+    bytes[offsets[2] as usize + 20] ^= 0x04;
+    std::fs::write(&wal, &bytes).map_err(|e| PersistError::io(&wal, e))?;
+    let err = PersistedIndex::<MiniIndex>::load(config.clone()).err();
+    assert!(
+        matches!(
+            err.as_ref().map(PersistError::root_cause),
+            Some(PersistError::CorruptFrame {
+                torn: false,
+                valid_frames_after: 11,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    // The read-only load agrees with the load.
+    let read_only = crate::inspect::load_read_only::<MiniIndex>(&config, &Options::new());
+    assert!(read_only.is_err());
+    Ok(())
+}
+
+/// Found by the CLI's tests: `repair_log` with salvage sets aside a log that
+/// follows another snapshot, or whose header is damaged, as a salvage load
+/// does; without salvage it refuses.
+#[test]
+fn repair_sets_aside_unusable_logs_only_when_salvaging() -> Result<()> {
+    for damage in ["mismatch", "header"] {
+        let d = dir();
+        let config = wal_config(d.path());
+        let mut db = PersistedIndex::open_with(mini(2, 4), config.clone())?;
+        db.insert(VectorId::U64(10), vector(10, 4), None)?;
+        drop(db);
+        let wal = config.wal_path();
+        if damage == "mismatch" {
+            // A different snapshot written over the database's.
+            PersistedIndex::open_with(mini(5, 4), PersistConfig::new(&config.path))?.save()?;
+        } else {
+            let mut bytes = std::fs::read(&wal).map_err(|e| PersistError::io(&wal, e))?;
+            bytes[20] ^= 1;
+            std::fs::write(&wal, &bytes).map_err(|e| PersistError::io(&wal, e))?;
+        }
+        let before = std::fs::read(&wal).map_err(|e| PersistError::io(&wal, e))?;
+        assert!(
+            crate::inspect::repair_log(&config, &Options::new(), false).is_err(),
+            "{damage}"
+        );
+        assert_eq!(
+            std::fs::read(&wal).ok(),
+            Some(before.clone()),
+            "{damage}: refused repair changed the log"
+        );
+        let report = crate::inspect::repair_log(&config, &Options::new(), true)?;
+        assert!(report.log_replaced, "{damage}");
+        let backup = report.truncated.and_then(|t| t.backup).unwrap_or_default();
+        assert_eq!(
+            std::fs::read(&backup).ok(),
+            Some(before),
+            "{damage}: backup differs"
+        );
+        let db = PersistedIndex::<MiniIndex>::load(config)?;
+        let expected = if damage == "mismatch" { 5 } else { 2 };
+        assert_eq!(db.index().len(), expected, "{damage}");
+    }
+    Ok(())
+}
+
+#[test]
+fn read_only_load_agrees_with_load_on_damaged_intent_and_short_header() -> Result<()> {
+    let d = dir();
+    let config = wal_config(d.path());
+    drop(PersistedIndex::open_with(mini(2, 4), config.clone())?);
+    let intent = config.checkpoint_path();
+    std::fs::write(&intent, b"garbage").map_err(|e| PersistError::io(&intent, e))?;
+    assert!(crate::inspect::load_read_only::<MiniIndex>(&config, &Options::new()).is_err());
+    assert!(PersistedIndex::<MiniIndex>::load(config.clone()).is_err());
+    std::fs::remove_file(&intent).map_err(|e| PersistError::io(&intent, e))?;
+    let wal = config.wal_path();
+    std::fs::write(&wal, [0u8, 0]).map_err(|e| PersistError::io(&wal, e))?;
+    let strict = Options::new().recovery_mode(RecoveryMode::Strict);
+    assert!(crate::inspect::load_read_only::<MiniIndex>(&config, &strict).is_err());
+    assert!(PersistedIndex::<MiniIndex>::load_with_options(config, strict).is_err());
+    Ok(())
+}

@@ -21,7 +21,7 @@ use crate::storage::{FileHandle, FileSystem, read_exact_at};
 use crate::wal::format::WalHeader;
 use crate::wal::reader::{self, Next, Opened, WalReader};
 use crate::wal::writer::WalWriter;
-use crate::wal::{self, DamageKind, Operation};
+use crate::wal::{self, Damage, DamageKind, Operation};
 
 /// What a load found and did. Returned by
 /// [`PersistedIndex::recovery_report`](crate::PersistedIndex::recovery_report).
@@ -72,6 +72,162 @@ pub struct Truncation {
     pub backup: Option<PathBuf>,
 }
 
+/// What an interrupted checkpoint's intent file says, if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntentState {
+    /// No intent.
+    Absent,
+    /// The intent's snapshot is in place: the checkpoint must be completed.
+    Completed(checkpoint::Intent),
+    /// The intent's snapshot never got installed.
+    Abandoned,
+    /// The intent is damaged and salvage mode ignores it.
+    Ignored,
+}
+
+/// What the log beside a snapshot is, decided without changing a file.
+#[derive(Debug)]
+pub(crate) enum LogState {
+    /// An interrupted checkpoint installed the snapshot: the log is obsolete
+    /// and a fresh one starts at `next_seq`.
+    CheckpointCompleted { next_seq: u64, version: u32 },
+    /// No log, or one too short for its header (`torn_header` bytes of it):
+    /// a fresh log starts.
+    Fresh { torn_header: u64 },
+    /// The log holds no operations but does not follow this snapshot.
+    Unlinked,
+    /// Salvage mode: the log cannot be used (damaged header, or operations
+    /// that follow another snapshot) and is set aside whole.
+    SetAside {
+        reason: &'static str,
+        bytes: u64,
+        operations: u64,
+    },
+    /// The log to replay.
+    Replay(WalReader),
+}
+
+/// Reads the intent and opens the log beside the snapshot with
+/// `fingerprint`, deciding what recovery must do. Errors where `mode`
+/// refuses to go on.
+pub(crate) fn assess(
+    fs: &dyn FileSystem,
+    config: &PersistConfig,
+    fingerprint: SnapshotFingerprint,
+    mode: RecoveryMode,
+    write: bool,
+) -> Result<(IntentState, LogState)> {
+    let intent = match checkpoint::read(fs, &config.checkpoint_path()) {
+        Ok(Some(intent)) if intent.snapshot == fingerprint => IntentState::Completed(intent),
+        Ok(Some(_)) => IntentState::Abandoned,
+        Ok(None) => IntentState::Absent,
+        Err(e) if mode == RecoveryMode::Salvage => {
+            tracing::warn!(error = %e, "ignoring a damaged checkpoint intent");
+            IntentState::Ignored
+        }
+        Err(e) => return Err(e),
+    };
+    if let IntentState::Completed(completed) = intent {
+        let version = if completed.wal_version == 1 { 1 } else { 2 };
+        let log = LogState::CheckpointCompleted {
+            next_seq: completed.next_seq,
+            version,
+        };
+        return Ok((intent, log));
+    }
+    let wal_path = config.wal_path();
+    let log = match reader::open(fs, &wal_path, write) {
+        Ok(Opened::Missing) => LogState::Fresh { torn_header: 0 },
+        Ok(Opened::Incomplete { len }) => {
+            if len > 0 && mode == RecoveryMode::Strict {
+                let damage = crate::wal::Damage::incomplete_header(len);
+                return Err(damage.map_or_else(
+                    || PersistError::InvalidPayload {
+                        reason: "log ends inside its header",
+                    },
+                    |d| d.to_error(&wal_path),
+                ));
+            }
+            LogState::Fresh { torn_header: len }
+        }
+        Ok(Opened::Log(mut log)) => {
+            if log.header.version < 2 || log.header.snapshot == Some(fingerprint) {
+                LogState::Replay(log)
+            } else {
+                let operations = count_operations(&mut log)?;
+                if operations == 0 {
+                    LogState::Unlinked
+                } else if mode == RecoveryMode::Salvage {
+                    LogState::SetAside {
+                        reason: "log follows a different snapshot",
+                        bytes: log.file_len,
+                        operations,
+                    }
+                } else {
+                    return Err(PersistError::WalMismatch {
+                        path: wal_path,
+                        reason: "the log follows a different snapshot; its operations would be \
+                                 applied to the wrong state (load with RecoveryMode::Salvage to \
+                                 set the log aside and start from the snapshot)",
+                    });
+                }
+            }
+        }
+        Err(e) if mode == RecoveryMode::Salvage && e.is_corruption() => LogState::SetAside {
+            reason: "log header is damaged",
+            bytes: file_len(fs, &wal_path)?,
+            operations: 0,
+        },
+        Err(e) => return Err(e),
+    };
+    Ok((intent, log))
+}
+
+/// Whether damage found in a replay is cut off (`Some(backup?)`) or is an
+/// error, as `mode` says.
+pub(crate) fn damage_action(damage: &Damage, mode: RecoveryMode, path: &Path) -> Result<bool> {
+    let refuse = mode == RecoveryMode::Strict
+        || (damage.kind == DamageKind::Corrupt && mode != RecoveryMode::Salvage);
+    if refuse {
+        Err(damage.to_error(path))
+    } else {
+        Ok(mode == RecoveryMode::Salvage)
+    }
+}
+
+/// Replays the log's frames onto `index` (or, with `None`, only scans them)
+/// up to damage or the end; returns the damage to cut at, if any.
+pub(crate) fn replay<I: IndexCore + ?Sized>(
+    log: &mut WalReader,
+    mut index: Option<&mut I>,
+    report: &mut RecoveryReport,
+) -> Result<Option<Damage>> {
+    loop {
+        match log.next_frame()? {
+            Next::Frame(frame) => {
+                report.frames_replayed += 1;
+                if let Some(index) = index.as_deref_mut() {
+                    apply_frame(index, frame.body.ops, frame.body.batch, report);
+                }
+            }
+            Next::End => return Ok(None),
+            Next::Damaged(damage) => return Ok(Some(damage)),
+        }
+    }
+}
+
+/// The truncation record for damage cut at `damage.offset`.
+pub(crate) fn truncation(damage: &Damage, file_len: u64, backup: Option<PathBuf>) -> Truncation {
+    Truncation {
+        offset: damage.offset,
+        bytes: file_len - damage.offset,
+        kind: damage.kind,
+        reason: damage.reason,
+        frames_dropped: damage.valid_frames_after,
+        backup,
+    }
+}
+
 /// Recovers the log of a WAL-mode database whose snapshot is loaded into
 /// `index`, returning a writer positioned after its last valid frame.
 pub(crate) fn recover_log<I: IndexCore + ?Sized>(
@@ -83,150 +239,21 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
 ) -> Result<WalWriter> {
     let fs = options.get_file_system();
     let wal_path = config.wal_path();
-    let intent_path = config.checkpoint_path();
     let fingerprint = snapshot.fingerprint();
     let fresh_base = snapshot.last_seq().map_or(1, |seq| seq + 1);
     let mode = options.get_recovery_mode();
     let new_version = options.get_wal_format().version();
-    let fresh = |version: u32, base: u64| -> Result<WalWriter> {
-        let (file, header) = wal::create_log(fs, &wal_path, version, base, fingerprint)?;
-        Ok(writer(
-            config,
-            &wal_path,
-            file,
-            &header,
-            header.len(),
-            header.base_seq,
-        ))
-    };
-
-    match checkpoint::read(fs.as_ref(), &intent_path) {
-        Ok(Some(intent)) if intent.snapshot == fingerprint => {
-            let version = if intent.wal_version == 1 { 1 } else { 2 };
-            let w = fresh(version, intent.next_seq)?;
-            checkpoint::remove(fs.as_ref(), &intent_path)?;
-            report.checkpoint_completed = true;
-            report.wal_version = Some(version);
-            return Ok(w);
-        }
-        Ok(Some(_)) => {
-            checkpoint::remove(fs.as_ref(), &intent_path)?;
-            report.checkpoint_abandoned = true;
-        }
-        Ok(None) => {}
-        Err(e) if mode == RecoveryMode::Salvage => {
-            tracing::warn!(error = %e, "ignoring a damaged checkpoint intent");
-            checkpoint::remove(fs.as_ref(), &intent_path)?;
-        }
-        Err(e) => return Err(e),
-    }
-
-    let opened = match reader::open(fs.as_ref(), &wal_path, true) {
-        Ok(opened) => opened,
-        Err(e) if mode == RecoveryMode::Salvage && e.is_corruption() => {
-            let backup = backup_log(fs, &wal_path)?;
-            let len = file_len(fs.as_ref(), &wal_path)?;
-            report.truncated = Some(Truncation {
-                offset: 0,
-                bytes: len,
-                kind: DamageKind::Corrupt,
-                reason: "log header is damaged",
-                frames_dropped: 0,
-                backup: Some(backup),
-            });
-            report.wal_created = true;
-            report.wal_version = Some(new_version);
-            return fresh(new_version, fresh_base);
-        }
-        Err(e) => return Err(e),
-    };
-    let mut log = match opened {
-        Opened::Missing => {
-            report.wal_created = true;
-            report.wal_version = Some(new_version);
-            return fresh(new_version, fresh_base);
-        }
-        Opened::Incomplete { len } => {
-            if len > 0 && mode == RecoveryMode::Strict {
-                return Err(PersistError::CorruptFrame {
-                    reason: "log ends inside its header",
-                    torn: true,
-                    valid_frames_after: 0,
-                }
-                .in_file(&wal_path, 0));
-            }
-            if len > 0 {
-                report.truncated = Some(Truncation {
-                    offset: 0,
-                    bytes: len,
-                    kind: DamageKind::Torn,
-                    reason: "log ends inside its header",
-                    frames_dropped: 0,
-                    backup: None,
-                });
-            }
-            report.wal_created = true;
-            report.wal_version = Some(new_version);
-            return fresh(new_version, fresh_base);
-        }
-        Opened::Log(log) => log,
-    };
-
-    let linked = log.header.version < 2 || log.header.snapshot == Some(fingerprint);
-    if !linked {
-        let pending = count_operations(&mut log)?;
-        if pending == 0 {
-            report.wal_created = true;
-            report.wal_version = Some(new_version);
-            return fresh(new_version, fresh_base);
-        }
-        if mode != RecoveryMode::Salvage {
-            return Err(PersistError::WalMismatch {
-                path: wal_path,
-                reason: "the log follows a different snapshot; its operations would be \
-                         applied to the wrong state (load with RecoveryMode::Salvage to \
-                         set the log aside and start from the snapshot)",
-            });
-        }
-        let backup = backup_log(fs, &wal_path)?;
-        report.truncated = Some(Truncation {
-            offset: 0,
-            bytes: log.file_len,
-            kind: DamageKind::Corrupt,
-            reason: "log follows a different snapshot",
-            frames_dropped: pending,
-            backup: Some(backup),
-        });
-        report.wal_created = true;
-        report.wal_version = Some(new_version);
-        return fresh(new_version, fresh_base);
-    }
-
-    report.wal_version = Some(log.header.version);
-    loop {
-        match log.next_frame()? {
-            Next::Frame(frame) => {
-                report.frames_replayed += 1;
-                apply_frame(index, frame.body.ops, frame.body.batch, report);
-            }
-            Next::End => break,
-            Next::Damaged(damage) => {
-                let cut_torn =
-                    damage.kind == DamageKind::Torn && mode == RecoveryMode::TolerateTornTail;
-                if mode == RecoveryMode::Strict
-                    || (damage.kind == DamageKind::Corrupt && mode != RecoveryMode::Salvage)
-                {
-                    return Err(PersistError::CorruptFrame {
-                        reason: damage.reason,
-                        torn: damage.kind == DamageKind::Torn,
-                        valid_frames_after: damage.valid_frames_after,
-                    }
-                    .in_file(&wal_path, damage.offset));
-                }
-                let backup = if cut_torn {
-                    None
-                } else {
+    let (intent, log) = assess(fs.as_ref(), config, fingerprint, mode, true)?;
+    report.checkpoint_completed = matches!(intent, IntentState::Completed(_));
+    report.checkpoint_abandoned = intent == IntentState::Abandoned;
+    let writer = match log {
+        LogState::Replay(mut log) => {
+            report.wal_version = Some(log.header.version);
+            if let Some(damage) = replay(&mut log, Some(index), report)? {
+                let backup = if damage_action(&damage, mode, &wal_path)? {
                     Some(backup_log(fs, &wal_path)?)
+                } else {
+                    None
                 };
                 let file = log.file();
                 file.set_len(damage.offset)
@@ -236,32 +263,95 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
                     path = %wal_path.display(),
                     offset = damage.offset,
                     reason = damage.reason,
-                    "cut the write-ahead log at damaged frame"
+                    verdict = damage.verdict,
+                    "cut the write-ahead log at a damaged frame"
                 );
-                report.truncated = Some(Truncation {
-                    offset: damage.offset,
-                    bytes: log.file_len - damage.offset,
-                    kind: damage.kind,
-                    reason: damage.reason,
-                    frames_dropped: damage.valid_frames_after,
-                    backup,
-                });
-                break;
+                report.truncated = Some(truncation(&damage, log.file_len, backup));
+            }
+            if report.frames_replayed == 0 && log.header.version != new_version {
+                // An empty log of the other format: switch formats now, for free.
+                report.wal_created = true;
+                report.wal_version = Some(new_version);
+                fresh_log(
+                    config,
+                    fs,
+                    new_version,
+                    fresh_base.max(log.next_seq),
+                    fingerprint,
+                )?
+            } else {
+                let header = log.header;
+                writer(
+                    config,
+                    &wal_path,
+                    log.file().clone(),
+                    &header,
+                    log.position(),
+                    log.next_seq,
+                )
             }
         }
+        LogState::CheckpointCompleted { next_seq, version } => {
+            report.wal_version = Some(version);
+            fresh_log(config, fs, version, next_seq, fingerprint)?
+        }
+        LogState::Fresh { torn_header } => {
+            if let Some(damage) = crate::wal::Damage::incomplete_header(torn_header) {
+                report.truncated = Some(truncation(&damage, torn_header, None));
+            }
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            fresh_log(config, fs, new_version, fresh_base, fingerprint)?
+        }
+        LogState::Unlinked => {
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            fresh_log(config, fs, new_version, fresh_base, fingerprint)?
+        }
+        LogState::SetAside {
+            reason,
+            bytes,
+            operations,
+        } => {
+            let backup = backup_log(fs, &wal_path)?;
+            report.truncated = Some(Truncation {
+                offset: 0,
+                bytes,
+                kind: DamageKind::Corrupt,
+                reason,
+                frames_dropped: operations,
+                backup: Some(backup),
+            });
+            report.wal_created = true;
+            report.wal_version = Some(new_version);
+            fresh_log(config, fs, new_version, fresh_base, fingerprint)?
+        }
+    };
+    if intent != IntentState::Absent {
+        // Only now that the log is what the snapshot needs.
+        checkpoint::remove(fs.as_ref(), &config.checkpoint_path())?;
     }
+    Ok(writer)
+}
 
-    let end = log.position();
-    let next_seq = log.next_seq;
-    if report.frames_replayed == 0 && log.header.version != new_version {
-        // An empty log of the other format: switch formats now, for free.
-        report.wal_created = true;
-        report.wal_version = Some(new_version);
-        return fresh(new_version, fresh_base.max(next_seq));
-    }
-    let header = log.header;
-    let file = log.file().clone();
-    Ok(writer(config, &wal_path, file, &header, end, next_seq))
+/// Creates a fresh log and a writer on it.
+fn fresh_log(
+    config: &PersistConfig,
+    fs: &Arc<dyn FileSystem>,
+    version: u32,
+    base_seq: u64,
+    fingerprint: SnapshotFingerprint,
+) -> Result<WalWriter> {
+    let wal_path = config.wal_path();
+    let (file, header) = wal::create_log(fs, &wal_path, version, base_seq, fingerprint)?;
+    Ok(writer(
+        config,
+        &wal_path,
+        file,
+        &header,
+        header.len(),
+        header.base_seq,
+    ))
 }
 
 fn writer(

@@ -13,11 +13,11 @@
 //! * a length field that is wrong while the stored checksum matches the rest
 //!   of the file, or a final frame that one flipped bit would make valid
 //!   (and that shows no sign of a torn write), is corruption;
-//! * when valid frames follow the bad one, a v2 log decides from them: each
-//!   frame records how much of the log was synced when it was written, so
-//!   the damage is corruption exactly when one of them saw the damaged bytes
-//!   synced already; a v1 log cannot tell, and calls it corruption unless the
-//!   bad frame shows the signs of a torn write.
+//! * when valid frames follow the bad one, it is corruption if a later v2
+//!   frame saw the bad one already synced (each v2 frame records the synced
+//!   length of the log when it was written), or if the bad frame shows no
+//!   sign of a torn write; only a frame with those signs, followed by frames
+//!   that never saw it synced, is a torn (in-flight) write.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -50,16 +50,43 @@ pub enum DamageKind {
 }
 
 /// A damaged frame and what it means.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     /// Offset of the damaged frame.
     pub offset: u64,
     /// Torn or corrupt.
     pub kind: DamageKind,
-    /// What is wrong with the frame.
+    /// What is wrong with the frame (for example "frame checksum mismatch").
     pub reason: &'static str,
+    /// Why it was judged torn or corrupt.
+    pub verdict: &'static str,
     /// Valid frames found after the damaged one (lost if the log is cut).
     pub valid_frames_after: u64,
+}
+
+impl Damage {
+    /// Damage at `offset` that holds a log's first bytes short of a header.
+    pub(crate) fn incomplete_header(len: u64) -> Option<Self> {
+        (len > 0).then_some(Self {
+            offset: 0,
+            kind: DamageKind::Torn,
+            reason: "log ends inside its header",
+            verdict: "what a crash while creating the log leaves",
+            valid_frames_after: 0,
+        })
+    }
+
+    /// The error that reports this damage in the log at `path`.
+    pub(crate) fn to_error(&self, path: &Path) -> PersistError {
+        PersistError::CorruptFrame {
+            reason: self.reason,
+            verdict: self.verdict,
+            torn: self.kind == DamageKind::Torn,
+            valid_frames_after: self.valid_frames_after,
+        }
+        .in_file(path, self.offset)
+    }
 }
 
 /// One intact frame.
@@ -295,14 +322,19 @@ fn classify(
     head: Option<(u32, u32)>,
     reason: &'static str,
 ) -> std::io::Result<Damage> {
-    let damage = |kind, reason, valid_frames_after| Damage {
+    let damage = |kind, verdict, valid_frames_after| Damage {
         offset: at,
         kind,
         reason,
+        verdict,
         valid_frames_after,
     };
     if all_zero_io(file, at, file_len)? {
-        return Ok(damage(DamageKind::Torn, "zero-filled tail", 0));
+        return Ok(damage(
+            DamageKind::Torn,
+            "zero-filled tail, as a crash leaves",
+            0,
+        ));
     }
     let body_start = at + FRAME_HEAD_LEN;
     if let Some((len, crc)) = head {
@@ -336,30 +368,40 @@ fn classify(
     // A frame "cut short" by the end of the file while valid frames follow
     // inside its claimed extent has a wrong length, not a torn tail.
     let torn_signs = zeroed || (cut_short && after == 0);
-    let kind = if after > 0 {
-        if version >= 2 {
-            // A later frame records whether the bad one had been synced.
-            if max_synced > at {
-                DamageKind::Corrupt
-            } else {
-                DamageKind::Torn
-            }
+    let (kind, verdict) = if after > 0 {
+        if version >= 2 && max_synced > at {
+            (
+                DamageKind::Corrupt,
+                "a later frame saw this one already synced",
+            )
         } else if torn_signs {
-            DamageKind::Torn
+            (
+                DamageKind::Torn,
+                "a write torn by a crash, with unsynced frames after it",
+            )
         } else {
-            DamageKind::Corrupt
+            (
+                DamageKind::Corrupt,
+                "valid frames follow it and it shows no sign of a torn write",
+            )
         }
-    } else if torn_signs || !single_bit_explains(file, at, head, file_len)? {
-        DamageKind::Torn
+    } else if torn_signs {
+        (
+            DamageKind::Torn,
+            "a write torn by a crash at the end of the log",
+        )
+    } else if single_bit_explains(file, at, head, file_len)? {
+        (
+            DamageKind::Corrupt,
+            "one flipped bit would make it valid: bit rot, not a torn write",
+        )
     } else {
-        DamageKind::Corrupt
+        (
+            DamageKind::Torn,
+            "damage at the end of the log, as a crash leaves",
+        )
     };
-    let reason = match (kind, after) {
-        (DamageKind::Corrupt, n) if n > 0 => "valid frames follow a damaged frame",
-        (DamageKind::Corrupt, _) => "the final frame has a flipped bit (not a torn write)",
-        _ => reason,
-    };
-    Ok(damage(kind, reason, after))
+    Ok(damage(kind, verdict, after))
 }
 
 /// The CRC-32 polynomial, reflected.
