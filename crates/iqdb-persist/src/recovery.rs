@@ -197,23 +197,57 @@ pub(crate) fn damage_action(damage: &Damage, mode: RecoveryMode, path: &Path) ->
 
 /// Replays the log's frames onto `index` (or, with `None`, only scans them)
 /// up to damage or the end; returns the damage to cut at, if any.
+///
+/// Reading, checking and decoding frames (allocation-heavy) runs on a
+/// helper thread while this one applies them, a bounded batch at a time.
 pub(crate) fn replay<I: IndexCore + ?Sized>(
     log: &mut WalReader,
     mut index: Option<&mut I>,
     report: &mut RecoveryReport,
 ) -> Result<Option<Damage>> {
-    loop {
-        match log.next_frame()? {
-            Next::Frame(frame) => {
+    const BATCH_FRAMES: usize = 512;
+    const BATCH_BYTES: u64 = 1 << 20;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::wal::reader::Frame>>(4);
+        let reader = scope.spawn(move || -> Result<Option<Damage>> {
+            let mut batch = Vec::with_capacity(BATCH_FRAMES);
+            let mut bytes = 0u64;
+            let outcome = loop {
+                match log.next_frame() {
+                    Ok(Next::Frame(frame)) => {
+                        bytes += frame.len;
+                        batch.push(frame);
+                        if batch.len() == BATCH_FRAMES || bytes >= BATCH_BYTES {
+                            if tx.send(std::mem::take(&mut batch)).is_err() {
+                                return Ok(None);
+                            }
+                            bytes = 0;
+                        }
+                    }
+                    Ok(Next::End) => break Ok(None),
+                    Ok(Next::Damaged(damage)) => break Ok(Some(damage)),
+                    Err(e) => break Err(e),
+                }
+            };
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            outcome
+        });
+        for batch in rx {
+            for frame in batch {
                 report.frames_replayed += 1;
                 if let Some(index) = index.as_deref_mut() {
                     apply_frame(index, frame.body.ops, frame.body.batch, report);
                 }
             }
-            Next::End => return Ok(None),
-            Next::Damaged(damage) => return Ok(Some(damage)),
         }
-    }
+        reader.join().unwrap_or_else(|_| {
+            Err(PersistError::InvalidPayload {
+                reason: "log reader thread panicked",
+            })
+        })
+    })
 }
 
 /// The truncation record for damage cut at `damage.offset`.

@@ -382,10 +382,12 @@ impl<R: Read> Read for CheckedReader<R> {
     }
 }
 
-/// One verified chunk on its way to the index.
+/// One verified chunk on its way to the index, with the CRC-32 of its raw
+/// bytes (computed where the bytes were produced, off the index's thread).
 struct Chunk {
     seq: u64,
     raw: Vec<u8>,
+    raw_crc: u32,
 }
 
 /// A chunk to decompress.
@@ -393,6 +395,8 @@ struct Job {
     seq: u64,
     offset: u64,
     stored: Vec<u8>,
+    /// CRC-32 of `stored` alone (the raw bytes' when uncompressed).
+    stored_crc: u32,
     raw: Vec<u8>,
     raw_len: usize,
 }
@@ -504,6 +508,7 @@ fn decompress_worker(
             .decompress(scheme, &job.stored, job.raw_len, &mut job.raw)
             .map(|()| Chunk {
                 seq: job.seq,
+                raw_crc: crc32fast::hash(&job.raw),
                 raw: job.raw,
             })
             .map_err(|e| e.in_file(path, job.offset));
@@ -540,6 +545,7 @@ impl Fetcher<'_> {
                     .send(Ok(Chunk {
                         seq,
                         raw: job.stored,
+                        raw_crc: job.stored_crc,
                     }))
                     .is_ok(),
                 (Err(e), _) => {
@@ -611,9 +617,12 @@ impl Fetcher<'_> {
         stored.resize(stored_len, 0);
         read_exact_at(self.file, &mut stored, body_at)
             .map_err(|e| PersistError::io(self.path, e))?;
+        // One pass over the bytes: their own CRC, combined with the head's
+        // for the chunk check (and reused as the raw CRC when uncompressed).
+        let stored_crc = crc32fast::hash(&stored);
         let mut hasher = Hasher::new();
         hasher.update(&head[0..8]);
-        hasher.update(&stored);
+        hasher.combine(&Hasher::new_with_initial_len(stored_crc, stored_len as u64));
         checksum::check(crc, hasher.finalize()).map_err(|e| e.in_file(self.path, at))?;
         let raw = if compressed {
             self.buffer().unwrap_or_default()
@@ -625,6 +634,7 @@ impl Fetcher<'_> {
             seq,
             offset: at,
             stored,
+            stored_crc,
             raw,
             raw_len,
         })
@@ -634,7 +644,7 @@ impl Fetcher<'_> {
 /// The verified raw payload, chunk after chunk, in order.
 struct ChunkReader {
     rx: Receiver<Result<Chunk>>,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, (Vec<u8>, u32)>,
     next_seq: u64,
     current: Vec<u8>,
     pos: usize,
@@ -649,18 +659,20 @@ impl ChunkReader {
     /// Moves to the next chunk; false at the end of the stream.
     fn advance(&mut self) -> io::Result<bool> {
         loop {
-            if let Some(raw) = self.pending.remove(&self.next_seq) {
+            if let Some((raw, crc)) = self.pending.remove(&self.next_seq) {
                 let old = std::mem::replace(&mut self.current, raw);
                 let _ = self.free.send(old);
                 self.pos = 0;
                 self.next_seq += 1;
-                self.raw_crc.update(&self.current);
-                self.raw_len += self.current.len() as u64;
+                let len = self.current.len() as u64;
+                self.raw_crc
+                    .combine(&Hasher::new_with_initial_len(crc, len));
+                self.raw_len += len;
                 return Ok(true);
             }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.pending.insert(chunk.seq, chunk.raw);
+                    self.pending.insert(chunk.seq, (chunk.raw, chunk.raw_crc));
                 }
                 Ok(Err(e)) => {
                     self.failure = Some(e);
