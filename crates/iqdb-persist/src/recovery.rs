@@ -242,11 +242,9 @@ pub(crate) fn replay<I: IndexCore + ?Sized>(
                 }
             }
         }
-        reader.join().unwrap_or_else(|_| {
-            Err(PersistError::InvalidPayload {
-                reason: "log reader thread panicked",
-            })
-        })
+        reader.join().unwrap_or(Err(PersistError::InvalidPayload {
+            reason: "log reader thread panicked",
+        }))
     })
 }
 
