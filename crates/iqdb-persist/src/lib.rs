@@ -104,3 +104,8 @@ pub trait Persistable: Index {
 mod persisted_tests;
 #[cfg(test)]
 mod test_support;
+
+/// The README's code, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every check CI runs, set up from nothing on a fresh machine: formatting,
+# lints, all tests (including the crash tests and, against a local S3
+# server, the replication tests), docs, the build with default features off,
+# the published `iqdb` crate running over this one, and short smoke runs of
+# the benchmark and the fuzz targets.
+#
+#   bash scripts/test.sh            # everything (about 15 minutes cold on 2 cores)
+#   IQDB_SKIP_FUZZ=1 bash scripts/test.sh   # without the fuzz smoke run
+#
+# Long soaks are opt-in: IQDB_KILL9_ITERATIONS=5000, IQDB_CRASH_RANDOM=5000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+started=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "formatting"
+cargo fmt --all --check
+
+step "clippy, all targets and features, warnings denied"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "tests, all features"
+cargo test --workspace --all-features
+
+step "iqdb-persist with default features only, and with none"
+cargo test -p iqdb-persist --lib --tests
+cargo build -p iqdb-persist --no-default-features
+
+step "documentation, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+
+if [ -d compat/iqdb ]; then
+  step "the published iqdb 1.x over this crate (compat/iqdb)"
+  (cd compat/iqdb && CARGO_TARGET_DIR="$PWD/../../target" cargo test)
+fi
+
+step "benchmark smoke run"
+cargo run -p iqdb-persist-bench -- --smoke --dir target/bench-smoke > /dev/null
+
+if [ -z "${IQDB_SKIP_FUZZ:-}" ]; then
+  step "fuzz smoke run (cargo-fuzz on stable, no sanitizer)"
+  bash scripts/fuzz.sh "${IQDB_FUZZ_SECONDS:-10}"
+fi
+
+step "all checks passed"
