@@ -557,3 +557,212 @@ fn junk_tail_on_a_v1_log_is_cut_as_1_0_does() {
         .unwrap_or_else(|e| panic!("ours refuses the log 1.0 loads: {e}"));
     assert_same_store(&expected, ours.index(), "ours after cutting the junk tail");
 }
+
+/// Writes `steps` through 1.0 onto a fresh WAL-mode database of `shape`.
+fn v1_database(path: &Path, shape: &Shape, steps: &[Step]) {
+    let mut theirs = iqdb_persist_v1::PersistedIndex::open_with(
+        V1Store(shape.store()),
+        v1_config(path, true, Compression::None),
+    )
+    .unwrap();
+    for step in steps {
+        step.apply_v1(&mut theirs).unwrap();
+    }
+}
+
+/// 1.0's checkpoint window (its defect 2): the snapshot already holds the
+/// logged writes and the log still has them, which 1.0 itself cannot load
+/// (its replay fails on the duplicate insert). 1.0's `save` in WAL mode
+/// writes the snapshot and leaves the log, the state a crash between
+/// checkpoint's two steps leaves. Ours replays the log, skipping what the
+/// index rejects, and arrives at the right state.
+#[test]
+fn v1_checkpoint_window_state_loads_in_ours() {
+    let shape = wal_shapes()[2];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    let steps = workload(shape.seed + 700, shape.n, 20);
+    let mut theirs = iqdb_persist_v1::PersistedIndex::open_with(
+        V1Store(shape.store()),
+        v1_config(&path, true, Compression::None),
+    )
+    .unwrap();
+    for step in &steps {
+        step.apply_v1(&mut theirs).unwrap();
+    }
+    theirs.save().unwrap(); // snapshot with everything; the log is kept
+    drop(theirs);
+
+    let err =
+        iqdb_persist_v1::PersistedIndex::<V1Store>::load(v1_config(&path, true, Compression::None))
+            .expect_err("1.0 cannot load its own checkpoint-window state");
+    assert!(
+        matches!(err, iqdb_persist_v1::PersistError::IndexBuild(_)),
+        "1.0's replay fails on a rejected operation: {err:?}"
+    );
+
+    let ours = PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None))
+        .unwrap_or_else(|e| panic!("ours on 1.0's checkpoint-window state: {e}"));
+    assert!(
+        ours.recovery_report().operations_rejected > 0,
+        "the already-applied operations were rejected and skipped: {:?}",
+        ours.recovery_report()
+    );
+    assert_same_store(
+        &expected_after(&shape, &steps),
+        ours.index(),
+        "ours on 1.0's checkpoint-window state",
+    );
+}
+
+/// A 1.0 log cut to 0 bytes (its defect 3, a crash inside its in-place
+/// reset) holds no operations: ours loads the snapshot and writes a fresh
+/// v1 log with its header, so 1.0 can load the database again after ours
+/// has appended to it (1.0 itself would append headerless frames and fail
+/// the next load with `BadMagic`).
+#[test]
+fn v1_log_cut_to_zero_bytes_is_repaired_for_v1() {
+    let shape = wal_shapes()[5];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    let steps = workload(shape.seed + 800, shape.n, 10);
+    let mut theirs = iqdb_persist_v1::PersistedIndex::open_with(
+        V1Store(shape.store()),
+        v1_config(&path, true, Compression::None),
+    )
+    .unwrap();
+    for step in &steps {
+        step.apply_v1(&mut theirs).unwrap();
+    }
+    theirs.checkpoint().unwrap();
+    drop(theirs);
+    std::fs::write(wal_path(&path), b"").unwrap();
+
+    let mut ours = PersistedIndex::<VectorStore>::load_with_options(
+        config(&path, true, Compression::None),
+        Options::compat_1_0(),
+    )
+    .unwrap_or_else(|e| panic!("ours on a 0-byte log: {e}"));
+    assert_eq!(ours.recovery_report().wal_version, Some(1));
+    let more: Vec<Step> = (shape.n + 10..shape.n + 15)
+        .map(|i| Step::Insert {
+            seed: shape.seed + 801,
+            i,
+        })
+        .collect();
+    for step in &more {
+        step.apply_ours(&mut ours).unwrap();
+    }
+    drop(ours);
+
+    let log = std::fs::read(wal_path(&path)).unwrap();
+    let frames = v1_frames(&log).unwrap_or_else(|e| panic!("log after ours: {e}"));
+    assert_eq!(frames.len(), more.len(), "a header, then ours' writes");
+    let all: Vec<Step> = steps.iter().chain(&more).copied().collect();
+    let loaded = load_v1(&path, Compression::None, "1.0 after ours repaired the log");
+    assert_same_store(&expected_after(&shape, &all), &loaded, "1.0 after repair");
+}
+
+/// Temporaries 1.0 leaves when killed during a save
+/// (`NAME.tmp.PID.NANOS`) are removed by ours' next load once their
+/// process is gone; 1.0 never removes them (its defect 9).
+#[test]
+fn v1_temp_files_of_dead_processes_are_removed() {
+    let shape = wal_shapes()[1];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    v1_database(&path, &shape, &[]);
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let leftover = dir
+        .path()
+        .join(format!("db.iqdb.tmp.{dead_pid}.1700000000123456789"));
+    std::fs::write(&leftover, b"half a snapshot").unwrap();
+    let unrelated = dir.path().join("notes.tmp.1.2");
+    std::fs::write(&unrelated, b"not ours").unwrap();
+
+    let ours = PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None)).unwrap();
+    assert_eq!(
+        ours.recovery_report().stale_temp_files_removed,
+        vec![leftover.clone()],
+        "the dead process's temporary is reported removed"
+    );
+    assert!(!leftover.exists(), "1.0's leftover temporary is gone");
+    assert!(unrelated.exists(), "other files are never touched");
+    assert_same_store(&shape.store(), ours.index(), "the database itself");
+}
+
+/// A log damaged by 1.0's torn-tail defect (its defect 1): a torn frame
+/// head from a crash, then frames 1.0 appended after it on the next run.
+/// 1.0 silently loads only the writes before the damage; ours refuses with
+/// the log's path and the damaged frame's offset, and `Salvage` loads what
+/// 1.0 loads, keeping a copy of the dropped bytes.
+#[test]
+fn v1_log_with_frames_after_a_torn_frame_is_reported_not_dropped() {
+    let shape = wal_shapes()[4];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    let before = workload(shape.seed + 900, shape.n, 10);
+    v1_database(&path, &shape, &before);
+    let torn_at = std::fs::metadata(wal_path(&path)).unwrap().len();
+    // The 8-byte head of a 200-byte frame whose body never reached the log.
+    let mut head = 200u32.to_le_bytes().to_vec();
+    head.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(wal_path(&path))
+        .unwrap();
+    std::io::Write::write_all(&mut log, &head).unwrap();
+    drop(log);
+
+    // 1.0 recovers (skipping the torn head) and appends after it.
+    let mut theirs =
+        iqdb_persist_v1::PersistedIndex::<V1Store>::load(v1_config(&path, true, Compression::None))
+            .unwrap();
+    let after: Vec<Step> = (shape.n + 10..shape.n + 30)
+        .map(|i| Step::Insert {
+            seed: shape.seed + 901,
+            i,
+        })
+        .collect();
+    for step in &after {
+        step.apply_v1(&mut theirs).unwrap();
+    }
+    drop(theirs);
+    let expected_prefix = expected_after(&shape, &before);
+    let loaded = load_v1(&path, Compression::None, "1.0 after its torn-tail defect");
+    assert_same_store(&expected_prefix, &loaded, "1.0 keeps only the prefix");
+
+    let err = PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None))
+        .expect_err("ours reports the damage");
+    assert_eq!(err.path(), Some(wal_path(&path).as_path()), "{err}");
+    assert_eq!(err.offset(), Some(torn_at), "{err}");
+    assert!(
+        matches!(
+            err.root_cause(),
+            PersistError::CorruptFrame {
+                torn: false,
+                valid_frames_after,
+                ..
+            } if *valid_frames_after == after.len() as u64
+        ),
+        "a damaged frame followed by 1.0's later frames: {err:?}"
+    );
+
+    let salvaged = PersistedIndex::<VectorStore>::load_with_options(
+        config(&path, true, Compression::None),
+        Options::compat_1_0().recovery_mode(iqdb_persist::RecoveryMode::Salvage),
+    )
+    .unwrap();
+    let truncation = salvaged
+        .recovery_report()
+        .truncated
+        .clone()
+        .expect("salvage reports the cut");
+    assert_eq!(truncation.offset, torn_at);
+    assert_eq!(truncation.frames_dropped, after.len() as u64);
+    let backup = truncation.backup.expect("salvage keeps a copy");
+    assert!(backup.exists(), "backup {} exists", backup.display());
+    assert_same_store(&expected_prefix, salvaged.index(), "ours with Salvage");
+}
