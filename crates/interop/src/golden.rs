@@ -3,7 +3,7 @@
 //! against bytes 1.0 really produced.
 //!
 //! [`FILES`] describes each one by deterministic inputs (a [`Shape`] and
-//! how 1.0 wrote it); [`write`] produces it with 1.0, and
+//! how 1.0 wrote it); [`write()`] produces it with 1.0, and
 //! [`GoldenFile::expected`] rebuilds the state it must load as, from the same
 //! inputs. The `make-golden` binary calls [`write_all`]:
 //!

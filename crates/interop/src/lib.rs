@@ -5,7 +5,7 @@
 //! the name [`iqdb_persist_v1`].
 //!
 //! Both versions persist the same index: the testkit's
-//! [`VectorStore`](iqdb_persist_testkit::VectorStore). Ours uses the
+//! [`VectorStore`]. Ours uses the
 //! testkit's own `Persistable` impl; for 1.0, whose `Persistable` is a
 //! different trait, [`V1Store`] wraps the store and implements 1.0's trait
 //! with the same [`INDEX_TYPE`](iqdb_persist_testkit::INDEX_TYPE) and the same
