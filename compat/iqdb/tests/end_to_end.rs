@@ -278,3 +278,34 @@ fn a_second_open_while_the_first_is_live_is_refused() {
     let again = Iqdb::open_with(&path, config).unwrap();
     assert_eq!(again.len(), 1, "the first handle's write is there");
 }
+
+/// iqdb 1.0's own test suite (its tests/recovery.rs) appends 13 bytes of
+/// 0xAB to the log after two acknowledged upserts, as a torn write, and
+/// expects the reopen to drop them, keep both records and take new writes.
+/// The same, written here independently.
+#[test]
+fn junk_after_the_last_frame_is_dropped_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    let db = Iqdb::open(&path, 2, DistanceMetric::Cosine).unwrap();
+    db.upsert(VectorId::from(1u64), vector(&[0.1, 0.2]), None)
+        .unwrap();
+    db.upsert(VectorId::from(2u64), vector(&[0.3, 0.4]), None)
+        .unwrap();
+    drop(db);
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("db.iqdb.wal"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, &[0xAB; 13]).unwrap();
+    drop(log);
+
+    let db = Iqdb::open(&path, 2, DistanceMetric::Cosine)
+        .unwrap_or_else(|e| panic!("reopen after a junk tail: {e}"));
+    assert_eq!(db.len(), 2, "both acknowledged upserts survive");
+    db.upsert(VectorId::from(3u64), vector(&[0.5, 0.6]), None)
+        .unwrap();
+    db.close().unwrap();
+    let db = Iqdb::open(&path, 2, DistanceMetric::Cosine).unwrap();
+    assert_eq!(db.len(), 3, "the write after recovery is durable");
+}

@@ -519,30 +519,18 @@ fn v1_refuses_our_wal_v2() {
     );
 }
 
-/// Known bug (see the `ignore` reason): non-zero junk at the end of a 1.0
-/// log whose first four bytes read as an out-of-range frame length. 1.0
-/// drops such a tail; docs/FORMAT.md ("Damage") says a frame the file ends
-/// inside, whose stored CRC does not match the rest of the file, is a torn
-/// tail; ours reports it as corruption (`CorruptFrame { reason: "frame
-/// length is out of range", torn: false }`) and refuses to load. Fewer than
-/// 8 junk bytes, or junk whose length field is in range, are cut as torn.
-/// Run with `cargo test -p iqdb-persist-interop --test wal -- --ignored`.
+/// Non-zero junk at the end of a 1.0 log, whose first four bytes read as an
+/// out-of-range frame length (iqdb 1.0's own recovery test appends such a
+/// tail): 1.0 drops it, and so does ours, as a torn tail (no single flipped
+/// bit explains it), keeping every frame before it.
 #[test]
-#[ignore = "bug in iqdb-persist: an out-of-range length in a tail frame is classified as corruption (wal/reader.rs classify)"]
 fn junk_tail_on_a_v1_log_is_cut_as_1_0_does() {
     let shape = wal_shapes()[4];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.iqdb");
     let steps = workload(shape.seed + 600, shape.n, 5);
-    let mut theirs = iqdb_persist_v1::PersistedIndex::open_with(
-        V1Store(shape.store()),
-        v1_config(&path, true, Compression::None),
-    )
-    .unwrap();
-    for step in &steps {
-        step.apply_v1(&mut theirs).unwrap();
-    }
-    drop(theirs);
+    v1_database(&path, &shape, &steps);
+    let junk_at = std::fs::metadata(wal_path(&path)).unwrap().len();
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(wal_path(&path))
@@ -555,6 +543,16 @@ fn junk_tail_on_a_v1_log_is_cut_as_1_0_does() {
     assert_same_store(&expected, &loaded, "1.0 drops the junk tail");
     let ours = PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None))
         .unwrap_or_else(|e| panic!("ours refuses the log 1.0 loads: {e}"));
+    let cut = ours
+        .recovery_report()
+        .truncated
+        .clone()
+        .expect("ours reports the cut");
+    assert_eq!(
+        (cut.offset, cut.bytes, cut.kind),
+        (junk_at, 13, iqdb_persist::DamageKind::Torn),
+        "the junk is cut as a torn tail: {cut:?}"
+    );
     assert_same_store(&expected, ours.index(), "ours after cutting the junk tail");
 }
 
