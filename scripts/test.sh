@@ -34,7 +34,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 if [ -d compat/iqdb ]; then
   step "the published iqdb 1.x over this crate (compat/iqdb)"
-  (cd compat/iqdb && CARGO_TARGET_DIR="$PWD/../../target" cargo test)
+  (cd compat/iqdb && CARGO_TARGET_DIR="$PWD/../../target" cargo test --locked)
 fi
 
 step "benchmark smoke run"

@@ -11,8 +11,6 @@
 //! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--dir DIR] [--wal-ops N]
 //! ```
 
-mod v1;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,6 +23,7 @@ use iqdb_index::{Index, IndexCore};
 use iqdb_persist::{
     Compression, FsyncPolicy, Operation, Options, PersistConfig, PersistedIndex, SnapshotFormat,
 };
+use iqdb_persist_interop::V1Store;
 use iqdb_persist_testkit::{VectorStore, generate};
 use iqdb_types::{DistanceMetric, Metadata, VectorId};
 use serde::{Deserialize, Serialize};
@@ -244,7 +243,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
                 Engine::V1 => {
                     let mut config = iqdb_persist_v1::PersistConfig::new(path);
                     config.compression = scheme.v1();
-                    let db = iqdb_persist_v1::PersistedIndex::open_with(v1::V1Store(store), config)
+                    let db = iqdb_persist_v1::PersistedIndex::open_with(V1Store(store), config)
                         .map_err(|e| e.to_string())?;
                     db.save().map_err(|e| e.to_string())?;
                     std::mem::forget(db);
@@ -280,7 +279,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
                 Engine::V1 => {
                     let mut config = iqdb_persist_v1::PersistConfig::new(path);
                     config.compression = scheme.v1();
-                    let db = iqdb_persist_v1::PersistedIndex::<v1::V1Store>::load(config)
+                    let db = iqdb_persist_v1::PersistedIndex::<V1Store>::load(config)
                         .map_err(|e| e.to_string())?;
                     let elapsed = start.elapsed();
                     let result = (IndexCore::len(db.index()), payload_len(&db.index().0));
@@ -345,7 +344,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             match engine {
                 Engine::V1 => {
                     let mut db = iqdb_persist_v1::PersistedIndex::open_with(
-                        v1::V1Store(empty(*dim)?),
+                        V1Store(empty(*dim)?),
                         v1_wal_config(dir, iqdb_persist_v1::FsyncPolicy::Always),
                     )
                     .map_err(|e| e.to_string())?;
@@ -436,7 +435,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             match engine {
                 Engine::V1 => {
                     let mut db = iqdb_persist_v1::PersistedIndex::open_with(
-                        v1::V1Store(empty(*dim)?),
+                        V1Store(empty(*dim)?),
                         v1_wal_config(dir, iqdb_persist_v1::FsyncPolicy::Never),
                     )
                     .map_err(|e| e.to_string())?;
@@ -482,7 +481,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             let start = Instant::now();
             let len = match engine {
                 Engine::V1 => {
-                    let db = iqdb_persist_v1::PersistedIndex::<v1::V1Store>::load(v1_wal_config(
+                    let db = iqdb_persist_v1::PersistedIndex::<V1Store>::load(v1_wal_config(
                         dir,
                         iqdb_persist_v1::FsyncPolicy::Never,
                     ))
