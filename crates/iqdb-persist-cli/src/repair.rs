@@ -7,9 +7,13 @@
 //!   frame after it is lost. Without the flag, `repair` refuses with exit
 //!   code 1 and says what the flag would drop.
 //! * A log whose header is damaged, or that belongs to a different snapshot
-//!   and holds operations, cannot be cut; with `--salvage` it is set aside
-//!   whole (renamed to a backup, so the next open starts a fresh log from
-//!   the snapshot), as `RecoveryMode::Salvage` would.
+//!   and holds operations, cannot be cut; with `--salvage` it is copied to a
+//!   backup and replaced by a fresh log from the snapshot, as
+//!   `RecoveryMode::Salvage` would. A log whose header a crash cut short is
+//!   replaced the same way without the flag.
+//!
+//! The decisions are the library's (`inspect::plan_repair`,
+//! `inspect::repair_log`); this module only reports them.
 //!
 //! Before any change the log is copied to `PATH.wal.salvaged-SECS-N`, and
 //! the writer lock is held (a database open elsewhere gives exit code 4).
@@ -25,9 +29,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use iqdb_persist::inspect::{self, LogInfo};
+use iqdb_persist::inspect::{self, RepairPlan};
 use iqdb_persist::storage::FileSystem;
-use iqdb_persist::{DamageKind, Options, PersistError};
+use iqdb_persist::{DamageKind, Options};
 use serde_json::json;
 
 use crate::examine::damage_kind;
@@ -58,55 +62,55 @@ pub struct RepairArgs {
     pub dry_run: bool,
 }
 
-/// What the log needs.
+/// What the log needs: the library's plan, with the frames it keeps.
 #[derive(Debug)]
-enum Plan {
-    /// Nothing to repair.
-    Nothing(String),
-    /// Cut at the damage (a torn tail, or corruption with `--salvage`).
-    Cut {
-        offset: u64,
-        bytes: u64,
-        kind: DamageKind,
-        reason: &'static str,
-        frames_after: u64,
-        frames_kept: u64,
-    },
-    /// Rename the whole log to a backup (needs `--salvage`).
-    SetAside { reason: String, bytes: u64 },
+struct Plan {
+    plan: RepairPlan,
+    frames_kept: u64,
+    log_exists: bool,
 }
 
 impl Plan {
     fn needs_salvage(&self) -> bool {
-        match self {
-            Self::Nothing(_) => false,
-            Self::Cut { kind, .. } => *kind == DamageKind::Corrupt,
-            Self::SetAside { .. } => true,
+        match &self.plan {
+            RepairPlan::Cut(damage) => damage.kind == DamageKind::Corrupt,
+            RepairPlan::Replace { kind, .. } => *kind == DamageKind::Corrupt,
+            _ => false,
         }
     }
 
+    fn is_nothing(&self) -> bool {
+        matches!(self.plan, RepairPlan::Nothing)
+    }
+
     fn describe(&self, wal: &Path) -> String {
-        match self {
-            Self::Nothing(why) => why.clone(),
-            Self::Cut {
-                offset,
-                bytes,
-                kind,
+        match &self.plan {
+            RepairPlan::Cut(damage) => format!(
+                "copy {wal} to a backup, then cut it at byte {offset}: drop the rest \
+                 ({} damage: {reason}, {verdict}; {frames_after} intact frame(s) after it), \
+                 keep {frames_kept} frame(s)",
+                damage_kind(damage.kind),
+                wal = wal.display(),
+                offset = damage.offset,
+                reason = damage.reason,
+                verdict = damage.verdict,
+                frames_after = damage.valid_frames_after,
+                frames_kept = self.frames_kept,
+            ),
+            RepairPlan::Replace {
                 reason,
-                frames_after,
-                frames_kept,
+                bytes,
+                operations,
+                ..
             } => format!(
-                "copy {wal} to a backup, then cut it at byte {offset}: drop {bytes} byte(s) \
-                 ({} damage: {reason}; {frames_after} intact frame(s) after it), keep \
-                 {frames_kept} frame(s)",
-                damage_kind(*kind),
+                "copy {wal} ({bytes} byte(s), {operations} logged operation(s)) to a backup \
+                 and start a fresh log from the snapshot: {reason}",
                 wal = wal.display()
             ),
-            Self::SetAside { reason, bytes } => format!(
-                "rename {wal} ({bytes} byte(s)) to a backup, so the next open starts a \
-                 fresh log from the snapshot: {reason}",
-                wal = wal.display()
-            ),
+            _ if !self.log_exists => {
+                format!("there is no write-ahead log beside {}", wal.display())
+            }
+            _ => format!("the log is intact ({} frame(s))", self.frames_kept),
         }
     }
 }
@@ -121,18 +125,18 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
     let config = paths.config();
     let options = Options::default();
     let fs = options.get_file_system().clone();
-    let plan = plan(fs.as_ref(), &paths)?;
+    let plan = plan(&paths, &config, &options)?;
     let wal = paths.wal.display().to_string();
 
     let refused = plan.needs_salvage() && !args.salvage;
-    if refused || args.dry_run || matches!(plan, Plan::Nothing(_)) {
+    if refused || args.dry_run || plan.is_nothing() {
         let status = if refused {
             Status::Corrupt
         } else {
             Status::Healthy
         };
-        let action = match (&plan, refused) {
-            (Plan::Nothing(_), _) => "none",
+        let action = match (plan.is_nothing(), refused) {
+            (true, _) => "none",
             (_, true) => "refused",
             (_, false) => "dry-run",
         };
@@ -163,8 +167,8 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
                 "That loses the data after the damage; pass --salvage only if you accept it \
                  (a backup of the whole log is kept). --dry-run shows this without changing anything."
             )?;
-        } else if let Plan::Nothing(why) = &plan {
-            writeln!(ctx.out, "Nothing to repair: {why}")?;
+        } else if plan.is_nothing() {
+            writeln!(ctx.out, "Nothing to repair: {}", plan.describe(&paths.wal))?;
         } else {
             writeln!(
                 ctx.out,
@@ -182,75 +186,66 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
         "dry_run": false,
         "salvage": args.salvage,
     });
-    match &plan {
-        Plan::SetAside { reason, bytes } => {
-            let spin = output::spinner(ctx.progress, "setting the log aside");
-            let result = set_aside(&fs, &paths, &config);
-            spin.finish_and_clear();
-            let backup = result?;
-            doc["action"] = json!("set-aside");
-            doc["set_aside"] = json!({
-                "reason": reason,
-                "bytes": bytes,
-                "backup": backup.display().to_string(),
-            });
+    let spin = output::spinner(ctx.progress, "backing up and repairing the log");
+    let result = inspect::repair_log(&config, &options, args.salvage);
+    spin.finish_and_clear();
+    let report = result.map_err(|e| CliError::persist("repair", &e))?;
+    match &report.truncated {
+        None => {
+            doc["action"] = json!("none");
             if !ctx.json {
-                writeln!(ctx.out, "Set the log aside: {reason}")?;
-                output::kv(
-                    ctx.out,
-                    "dropped",
-                    format!("the whole log, {bytes} byte(s)"),
-                )?;
-                output::kv(ctx.out, "backup", backup.display())?;
-                output::kv(ctx.out, "next open", "starts a fresh log from the snapshot")?;
+                writeln!(ctx.out, "Nothing to repair: the log is intact now.")?;
             }
         }
-        Plan::Cut { .. } | Plan::Nothing(_) => {
-            let spin = output::spinner(ctx.progress, "backing up and cutting the log");
-            let result = inspect::repair_log(&config, &options, args.salvage);
-            spin.finish_and_clear();
-            let report = result.map_err(|e| CliError::persist("repair", &e))?;
-            match &report.truncated {
-                None => {
-                    doc["action"] = json!("none");
-                    if !ctx.json {
-                        writeln!(ctx.out, "Nothing to repair: the log is intact now.")?;
-                    }
+        Some(t) => {
+            let backup = t.backup.as_ref().map(|b| b.display().to_string());
+            let action = if report.log_replaced {
+                "replaced"
+            } else {
+                "cut"
+            };
+            doc["action"] = json!(action);
+            doc["truncated"] = json!({
+                "offset": t.offset,
+                "bytes": t.bytes,
+                "kind": damage_kind(t.kind),
+                "reason": t.reason,
+                "frames_dropped": t.frames_dropped,
+                "backup": backup,
+            });
+            doc["frames_kept"] = json!(report.frames_kept);
+            if !ctx.json {
+                if report.log_replaced {
+                    writeln!(ctx.out, "Replaced {wal} with a fresh log: {}", t.reason)?;
+                    output::kv(
+                        ctx.out,
+                        "dropped",
+                        format!(
+                            "the whole log, {} byte(s), {} logged operation(s)",
+                            t.bytes, t.frames_dropped
+                        ),
+                    )?;
+                } else {
+                    writeln!(ctx.out, "Repaired {wal}:")?;
+                    output::kv(
+                        ctx.out,
+                        "cut at",
+                        format!(
+                            "byte {} ({} damage: {})",
+                            t.offset,
+                            damage_kind(t.kind),
+                            t.reason
+                        ),
+                    )?;
+                    output::kv(ctx.out, "bytes dropped", t.bytes)?;
+                    output::kv(
+                        ctx.out,
+                        "frames dropped",
+                        format!("{} intact frame(s) after the damage", t.frames_dropped),
+                    )?;
+                    output::kv(ctx.out, "frames kept", report.frames_kept)?;
                 }
-                Some(t) => {
-                    let backup = t.backup.as_ref().map(|b| b.display().to_string());
-                    doc["action"] = json!("cut");
-                    doc["truncated"] = json!({
-                        "offset": t.offset,
-                        "bytes": t.bytes,
-                        "kind": damage_kind(t.kind),
-                        "reason": t.reason,
-                        "frames_dropped": t.frames_dropped,
-                        "backup": backup,
-                    });
-                    doc["frames_kept"] = json!(report.frames_kept);
-                    if !ctx.json {
-                        writeln!(ctx.out, "Repaired {wal}:")?;
-                        output::kv(
-                            ctx.out,
-                            "cut at",
-                            format!(
-                                "byte {} ({} damage: {})",
-                                t.offset,
-                                damage_kind(t.kind),
-                                t.reason
-                            ),
-                        )?;
-                        output::kv(ctx.out, "bytes dropped", t.bytes)?;
-                        output::kv(
-                            ctx.out,
-                            "frames dropped",
-                            format!("{} intact frame(s) after the damage", t.frames_dropped),
-                        )?;
-                        output::kv(ctx.out, "frames kept", report.frames_kept)?;
-                        output::kv(ctx.out, "backup", backup.as_deref().unwrap_or("none"))?;
-                    }
-                }
+                output::kv(ctx.out, "backup", backup.as_deref().unwrap_or("none"))?;
             }
         }
     }
@@ -268,122 +263,31 @@ pub fn run(args: &RepairArgs, ctx: &mut Context<'_>) -> CliResult {
     Ok(status)
 }
 
-/// Decides what the log needs from a read-only look.
-fn plan(fs: &dyn FileSystem, paths: &DbPaths) -> Result<Plan, CliError> {
-    let scan = inspect::scan_log(fs, &paths.wal, |_| ControlFlow::Continue(()));
-    let file_len = |path: &Path| {
-        fs.open_read(path)
-            .and_then(|f| f.len())
-            .map_err(|e| CliError::new(Status::Io, format!("{}: {e}", path.display())))
-    };
-    let info: LogInfo = match scan {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            return match fs.exists(&paths.snapshot) {
-                Ok(true) => Ok(Plan::Nothing(format!(
-                    "there is no write-ahead log beside {}",
-                    paths.snapshot.display()
-                ))),
-                _ => Err(CliError::new(
-                    Status::Io,
-                    format!(
-                        "{}: no such database (neither the snapshot nor its log exists)",
-                        paths.snapshot.display()
-                    ),
-                )),
-            };
-        }
-        Err(e) if matches!(e.root_cause(), PersistError::Io { .. }) => {
-            return Err(CliError::persist("", &e));
-        }
-        Err(e) => {
-            return Ok(Plan::SetAside {
-                reason: format!("its header is damaged ({e})"),
-                bytes: file_len(&paths.wal)?,
-            });
-        }
-    };
-    let operations = info.inserts + info.deletes;
-    if let Some(log_fp) = info.snapshot
-        && operations > 0
-        && let Ok(snapshot) = inspect::snapshot_info(fs, &paths.snapshot, false)
-        && snapshot.fingerprint != log_fp
-    {
-        let pending = inspect::checkpoint_pending(fs, &paths.config()).unwrap_or(true);
-        if pending {
-            return Ok(Plan::Nothing(
-                "the log follows a different snapshot, but a checkpoint intent is pending: \
-                 an interrupted checkpoint, which the next open of the database resolves"
-                    .to_string(),
-            ));
-        }
-        return Ok(Plan::SetAside {
-            reason: format!(
-                "it follows a different snapshot, so its {operations} operation(s) cannot \
-                 be replayed onto this one"
-            ),
-            bytes: info.file_len,
-        });
-    }
-    Ok(match &info.damage {
-        None => Plan::Nothing(format!(
-            "the log is intact ({} frame(s), {} byte(s))",
-            info.frames, info.file_len
-        )),
-        Some(d) => Plan::Cut {
-            offset: d.offset,
-            bytes: info.file_len.saturating_sub(d.offset),
-            kind: d.kind,
-            reason: d.reason,
-            frames_after: d.valid_frames_after,
-            frames_kept: info.frames,
-        },
-    })
-}
-
-/// Renames the whole log to `PATH.wal.salvaged-SECS-N` under the writer
-/// lock, and makes the rename durable.
-fn set_aside(
-    fs: &std::sync::Arc<dyn FileSystem>,
+/// Decides what the log needs from a read-only look: what a salvaging
+/// repair would do (whether salvage is needed is the plan's kind).
+fn plan(
     paths: &DbPaths,
     config: &iqdb_persist::PersistConfig,
-) -> Result<PathBuf, CliError> {
-    let lock_path = config.lock_path();
-    let _lock = fs.try_lock(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            CliError::persist(
-                "repair",
-                &PersistError::Locked {
-                    path: lock_path.clone(),
-                },
-            )
-        } else {
-            CliError::new(Status::Io, format!("{}: {e}", lock_path.display()))
-        }
-    })?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let io =
-        |p: &Path, e: std::io::Error| CliError::new(Status::Io, format!("{}: {e}", p.display()));
-    let mut n = 0u32;
-    let backup = loop {
-        let mut name = paths.wal.as_os_str().to_owned();
-        name.push(format!(".salvaged-{stamp}-{n}"));
-        let candidate = PathBuf::from(name);
-        if !fs.exists(&candidate).map_err(|e| io(&candidate, e))? {
-            break candidate;
-        }
-        n += 1;
-    };
-    fs.rename(&paths.wal, &backup)
-        .map_err(|e| io(&paths.wal, e))?;
-    let dir = match paths.wal.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs.sync_dir(&dir).map_err(|e| io(&dir, e))?;
-    Ok(backup)
+    options: &Options,
+) -> Result<Plan, CliError> {
+    let fs = options.get_file_system();
+    if !fs.exists(&paths.snapshot).unwrap_or(false) {
+        return Err(CliError::new(
+            Status::Io,
+            format!(
+                "{}: no such snapshot; repair needs the snapshot the log follows",
+                paths.snapshot.display()
+            ),
+        ));
+    }
+    let (plan, frames_kept) =
+        inspect::plan_repair(config, options, true).map_err(|e| CliError::persist("repair", &e))?;
+    let log_exists = fs.exists(&paths.wal).unwrap_or(false);
+    Ok(Plan {
+        plan,
+        frames_kept,
+        log_exists,
+    })
 }
 
 /// Scans the log again and loads a registered type read-only.

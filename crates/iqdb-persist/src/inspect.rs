@@ -322,10 +322,35 @@ pub fn load_read_only<I: Persistable>(
     Ok((index, report))
 }
 
+/// What [`repair_log`] would do, as [`plan_repair`] decides it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairPlan {
+    /// The log needs nothing (intact, missing, or waiting for the next load
+    /// to finish an interrupted checkpoint).
+    Nothing,
+    /// Cut the log at this damage: a torn tail, or (salvage only) corruption.
+    Cut(Damage),
+    /// Replace the whole log with a fresh one: its header never got written
+    /// whole, or (salvage only) it is damaged or follows another snapshot.
+    Replace {
+        /// Why.
+        reason: &'static str,
+        /// A torn header (what a crash leaves) or corruption.
+        kind: DamageKind,
+        /// The log's length.
+        bytes: u64,
+        /// Logged operations it holds that would be dropped.
+        operations: u64,
+    },
+}
+
 /// What [`repair_log`] did.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairReport {
+    /// What was planned (and done).
+    pub plan: RepairPlan,
     /// The damage found, if any.
     pub damage: Option<Damage>,
     /// The cut made, if any (with the backup's path).
@@ -336,100 +361,137 @@ pub struct RepairReport {
     pub log_replaced: bool,
 }
 
-/// The explicit repair of a database's log, under the writer lock and
-/// after copying the log to a backup: cuts a torn tail, replaces a log whose
-/// header never got written, and only with `salvage` cuts the log at the
-/// first corrupt frame or sets aside a log with a damaged header or one that
-/// follows a different snapshot (starting a fresh one). A pending checkpoint
-/// is left for the next load to finish. Never runs implicitly.
-pub fn repair_log(
+/// Decides, without changing anything, what [`repair_log`] would do; errors
+/// as it would (for example on corruption without `salvage`). Returns the
+/// plan and the number of intact frames the log keeps.
+pub fn plan_repair(
     config: &PersistConfig,
     options: &Options,
     salvage: bool,
-) -> Result<RepairReport> {
+) -> Result<(RepairPlan, u64)> {
     let fs = options.get_file_system();
-    let lock_path = config.lock_path();
-    let _lock = fs.try_lock(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            PersistError::Locked {
-                path: lock_path.clone(),
-            }
-        } else {
-            PersistError::io(&lock_path, e)
-        }
-    })?;
-    let threads = options.effective_threads();
-    let meta = snapshot::inspect_snapshot_file(fs.as_ref(), &config.path, false, threads)?;
-    let fingerprint = meta.fingerprint();
+    let meta = snapshot::inspect_snapshot_file(fs.as_ref(), &config.path, false, 1)?;
+    let (plan, frames, _) = plan_with(fs.as_ref(), config, meta.fingerprint(), salvage, false)?;
+    Ok((plan, frames))
+}
+
+fn plan_with(
+    fs: &dyn FileSystem,
+    config: &PersistConfig,
+    fingerprint: SnapshotFingerprint,
+    salvage: bool,
+    write: bool,
+) -> Result<(RepairPlan, u64, Option<reader::WalReader>)> {
     let mode = if salvage {
         RecoveryMode::Salvage
     } else {
         RecoveryMode::TolerateTornTail
     };
     let wal_path = config.wal_path();
-    let mut report = RepairReport {
-        damage: None,
-        truncated: None,
-        frames_kept: 0,
-        log_replaced: false,
-    };
-    let (_, log) = recovery::assess(fs.as_ref(), config, fingerprint, mode, true)?;
-    let replace_with_fresh = |reason, bytes, frames_dropped, kind| -> Result<Truncation> {
-        let backup = recovery::backup_log(fs, &wal_path)?;
-        let version = options.get_wal_format().version();
-        let base = meta.last_seq().map_or(1, |seq| seq + 1);
-        wal::create_log(fs, &wal_path, version, base, fingerprint)?;
-        Ok(Truncation {
-            offset: 0,
-            bytes,
-            kind,
-            reason,
-            frames_dropped,
-            backup: Some(backup),
-        })
-    };
-    match log {
+    let (_, log) = recovery::assess(fs, config, fingerprint, mode, write)?;
+    Ok(match log {
         LogState::Replay(mut log) => {
             let mut scan = RecoveryReport::default();
             let damage = recovery::replay::<dyn iqdb_index::IndexCore>(&mut log, None, &mut scan)?;
-            report.frames_kept = scan.frames_replayed;
-            if let Some(damage) = damage {
-                recovery::damage_action(&damage, mode, &wal_path)?;
-                let backup = recovery::backup_log(fs, &wal_path)?;
-                let file = log.file();
-                file.set_len(damage.offset)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| PersistError::io(&wal_path, e))?;
-                report.truncated = Some(recovery::truncation(&damage, log.file_len, Some(backup)));
-                report.damage = Some(damage);
-            }
+            let plan = match damage {
+                Some(damage) => {
+                    recovery::damage_action(&damage, mode, &wal_path)?;
+                    RepairPlan::Cut(damage)
+                }
+                None => RepairPlan::Nothing,
+            };
+            (plan, scan.frames_replayed, Some(log))
         }
-        LogState::Fresh { torn_header } => {
-            if let Some(damage) = Damage::incomplete_header(torn_header) {
-                report.truncated = Some(replace_with_fresh(
-                    damage.reason,
-                    torn_header,
-                    0,
-                    DamageKind::Torn,
-                )?);
-                report.damage = Some(damage);
-                report.log_replaced = true;
-            }
-        }
+        LogState::Fresh { torn_header } => match Damage::incomplete_header(torn_header) {
+            Some(damage) => (
+                RepairPlan::Replace {
+                    reason: damage.reason,
+                    kind: DamageKind::Torn,
+                    bytes: torn_header,
+                    operations: 0,
+                },
+                0,
+                None,
+            ),
+            None => (RepairPlan::Nothing, 0, None),
+        },
         LogState::SetAside {
             reason,
             bytes,
             operations,
-        } => {
-            report.truncated = Some(replace_with_fresh(
+        } => (
+            RepairPlan::Replace {
                 reason,
+                kind: DamageKind::Corrupt,
                 bytes,
                 operations,
-                DamageKind::Corrupt,
-            )?);
+            },
+            0,
+            None,
+        ),
+        LogState::CheckpointCompleted { .. } | LogState::Unlinked => (RepairPlan::Nothing, 0, None),
+    })
+}
+
+/// The explicit repair of a database's log, under the writer lock and
+/// after copying the log to a backup: cuts a torn tail, replaces a log whose
+/// header never got written, and only with `salvage` cuts the log at the
+/// first corrupt frame or sets aside a log with a damaged header or one that
+/// follows a different snapshot (starting a fresh one). A pending checkpoint
+/// is left for the next load to finish. Never runs implicitly; see
+/// [`plan_repair`] for a dry run.
+pub fn repair_log(
+    config: &PersistConfig,
+    options: &Options,
+    salvage: bool,
+) -> Result<RepairReport> {
+    let fs = options.get_file_system();
+    let _lock = crate::lock::acquire(fs.as_ref(), config)?;
+    let meta = snapshot::inspect_snapshot_file(fs.as_ref(), &config.path, false, 1)?;
+    let fingerprint = meta.fingerprint();
+    let wal_path = config.wal_path();
+    let (plan, frames_kept, log) = plan_with(fs.as_ref(), config, fingerprint, salvage, true)?;
+    let mut report = RepairReport {
+        plan: plan.clone(),
+        damage: None,
+        truncated: None,
+        frames_kept,
+        log_replaced: false,
+    };
+    match plan {
+        RepairPlan::Nothing => {}
+        RepairPlan::Cut(damage) => {
+            let log = log.ok_or(PersistError::InvalidPayload {
+                reason: "repair lost track of the log",
+            })?;
+            let backup = recovery::backup_log(fs, &wal_path)?;
+            let file = log.file();
+            file.set_len(damage.offset)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| PersistError::io(&wal_path, e))?;
+            report.truncated = Some(recovery::truncation(&damage, log.file_len, Some(backup)));
+            report.damage = Some(damage);
+        }
+        RepairPlan::Replace {
+            reason,
+            kind,
+            bytes,
+            operations,
+        } => {
+            let backup = recovery::backup_log(fs, &wal_path)?;
+            let version = options.get_wal_format().version();
+            let base = meta.last_seq().map_or(1, |seq| seq + 1);
+            wal::create_log(fs, &wal_path, version, base, fingerprint)?;
+            report.truncated = Some(Truncation {
+                offset: 0,
+                bytes,
+                kind,
+                reason,
+                frames_dropped: operations,
+                backup: Some(backup),
+            });
             report.log_replaced = true;
         }
-        LogState::CheckpointCompleted { .. } | LogState::Unlinked => {}
     }
     Ok(report)
 }

@@ -59,6 +59,7 @@ mod config;
 mod error;
 pub mod format;
 pub mod inspect;
+mod lock;
 mod options;
 mod persisted;
 mod recovery;

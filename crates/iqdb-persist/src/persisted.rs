@@ -80,7 +80,7 @@ impl<I: Index + Persistable> PersistedIndex<I> {
         };
         if this.config.wal_enabled {
             let fs = this.options.get_file_system().clone();
-            let lock = lock(fs.as_ref(), &this.config)?;
+            let lock = crate::lock::acquire(fs.as_ref(), &this.config)?;
             this.sweep()?;
             if !this.options.get_overwrite_existing() {
                 let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
@@ -125,7 +125,7 @@ impl<I: Index + Persistable> PersistedIndex<I> {
         config.compression.validate()?;
         let fs = options.get_file_system().clone();
         let lock = if config.wal_enabled {
-            Some(lock(fs.as_ref(), &config)?)
+            Some(crate::lock::acquire(fs.as_ref(), &config)?)
         } else {
             None
         };
@@ -487,17 +487,6 @@ fn apply_in_order<I: Index>(
         result.map_err(|e| (i, e))?;
     }
     Ok(())
-}
-
-fn lock(fs: &dyn FileSystem, config: &PersistConfig) -> Result<Box<dyn LockGuard>> {
-    let path = config.lock_path();
-    fs.try_lock(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            PersistError::Locked { path }
-        } else {
-            PersistError::io(&path, e)
-        }
-    })
 }
 
 /// Removes temporaries crashed saves left beside the database's files.
