@@ -8,7 +8,7 @@
 //! to 1.0.
 //!
 //! ```text
-//! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--dir DIR] [--wal-ops N]
+//! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--metadata] [--dir DIR] [--wal-ops N] [--replay-ops N]
 //! ```
 
 use std::collections::BTreeMap;
@@ -97,6 +97,7 @@ enum Task {
         scheme: Scheme,
         n: u64,
         dim: usize,
+        metadata: bool,
         path: PathBuf,
     },
     Load {
@@ -134,6 +135,7 @@ enum Task {
         engine: Engine,
         n: u64,
         dim: usize,
+        metadata: bool,
         dir: PathBuf,
     },
     WalReplay {
@@ -201,6 +203,20 @@ fn records(n: u64, dim: usize) -> Vec<(VectorId, Arc<[f32]>, Option<Metadata>)> 
     generate::records(SEED, 0..n, dim).collect()
 }
 
+/// The sample store: `n` generated records, with or without their metadata.
+fn sample_store(n: u64, dim: usize, metadata: bool) -> Result<VectorStore, String> {
+    if metadata {
+        return Ok(generate::store(SEED, n, dim, METRIC));
+    }
+    let config = iqdb_persist_testkit::VectorStoreConfig::default()
+        .with_initial_capacity(usize::try_from(n).unwrap_or(0));
+    let mut store = VectorStore::new(dim, METRIC, config).map_err(|e| e.to_string())?;
+    for (id, vector, _) in generate::records(SEED, 0..n, dim) {
+        store.insert(id, vector, None).map_err(|e| e.to_string())?;
+    }
+    Ok(store)
+}
+
 fn wal_config(dir: &Path, policy: FsyncPolicy) -> PersistConfig {
     PersistConfig {
         path: dir.join("db.iqdb"),
@@ -231,9 +247,10 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             scheme,
             n,
             dim,
+            metadata,
             path,
         } => {
-            let store = generate::store(SEED, *n, *dim, METRIC);
+            let store = sample_store(*n, *dim, *metadata)?;
             let units = payload_len(&store);
             let _ = std::fs::remove_file(path);
             reset_peak();
@@ -428,8 +445,12 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             engine,
             n,
             dim,
+            metadata: with_metadata,
             dir,
         } => {
+            let strip = |(id, vector, metadata): (VectorId, Arc<[f32]>, Option<Metadata>)| {
+                (id, vector, if *with_metadata { metadata } else { None })
+            };
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             match engine {
@@ -439,7 +460,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
                         v1_wal_config(dir, iqdb_persist_v1::FsyncPolicy::Never),
                     )
                     .map_err(|e| e.to_string())?;
-                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim) {
+                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim).map(strip) {
                         db.insert(id, vector, metadata).map_err(|e| e.to_string())?;
                     }
                 }
@@ -451,7 +472,7 @@ fn run_task(task: &Task) -> Result<Sample, String> {
                     )
                     .map_err(|e| e.to_string())?;
                     let mut ops = Vec::new();
-                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim) {
+                    for (id, vector, metadata) in generate::records(SEED, 0..*n, *dim).map(strip) {
                         ops.push(Operation::Insert {
                             id,
                             vector,
@@ -596,7 +617,12 @@ fn repeat(
         before()?;
         samples.push(spawn(task)?);
     }
-    Ok(Summary {
+    Ok(summarize(&samples))
+}
+
+/// Medians of samples.
+fn summarize(samples: &[Sample]) -> Summary {
+    Summary {
         seconds: median(samples.iter().map(|s| s.seconds).collect()),
         units: samples.first().map_or(0, |s| s.units),
         extra_mib: median(
@@ -606,11 +632,13 @@ fn repeat(
                 .collect(),
         ),
         file_bytes: samples.first().map_or(0, |s| s.file_bytes),
-    })
+    }
 }
 
 struct Args {
     runs: usize,
+    /// Snapshot stores carry metadata (5-7 fields per record).
+    metadata: bool,
     sizes: Vec<(u64, usize)>,
     dir: PathBuf,
     wal_ops: u64,
@@ -620,6 +648,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         runs: 3,
+        metadata: false,
         sizes: vec![(10_000, 128), (50_000, 768), (200_000, 768)],
         dir: std::env::temp_dir().join("iqdb-persist-bench"),
         wal_ops: 2_000,
@@ -635,6 +664,7 @@ fn parse_args() -> Result<Args, String> {
                 args.wal_ops = 50;
                 args.replay_ops = 500;
             }
+            "--metadata" => args.metadata = true,
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--dir" => args.dir = PathBuf::from(value()?),
             "--wal-ops" => {
@@ -656,7 +686,7 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, String>>()?;
             }
             "-h" | "--help" => {
-                return Err("usage: iqdb-persist-bench [--smoke] [--runs N] [--sizes NxD,...] [--dir DIR] [--wal-ops N] [--replay-ops N]".into());
+                return Err("usage: iqdb-persist-bench [--smoke] [--runs N] [--sizes NxD,...] [--metadata] [--dir DIR] [--wal-ops N] [--replay-ops N]".into());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
@@ -685,60 +715,79 @@ fn run_all(args: &Args) -> Result<String, String> {
     let engines = [Engine::Ours, Engine::OursCompat, Engine::V1];
     let schemes = [Scheme::None, Scheme::Zstd1, Scheme::Lz4];
     for &(n, dim) in &args.sizes {
-        let mut results: BTreeMap<(Engine, Scheme), (Summary, Summary)> = BTreeMap::new();
-        for &scheme in &schemes {
-            for &engine in &engines {
-                let path = args
-                    .dir
-                    .join(format!("snap-{n}x{dim}-{engine:?}-{scheme:?}.iqdb"));
-                eprintln!("  {n}x{dim} {} {} ...", engine.label(), scheme.label());
-                let save = repeat(
-                    args.runs,
-                    &Task::Save {
-                        engine,
-                        scheme,
-                        n,
-                        dim,
-                        path: path.clone(),
-                    },
-                    || Ok(()),
-                )?;
-                let load = repeat(
-                    args.runs,
-                    &Task::Load {
-                        engine,
-                        scheme,
-                        n,
-                        dim,
-                        path: path.clone(),
-                    },
-                    || drop_caches_hint(&path),
-                )?;
-                let _ = std::fs::remove_file(&path);
-                results.insert((engine, scheme), (save, load));
-            }
-        }
-        let payload = results.values().next().map_or(0, |(s, _)| s.units);
+        // Each run measures every engine and the raw disk once, in turn, so
+        // the disk's noise spreads evenly over them.
+        let mut saves: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
+        let mut loads: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
+        let (mut raw_writes, mut raw_reads) = (Vec::new(), Vec::new());
         let raw_path = args.dir.join(format!("raw-{n}x{dim}.bin"));
-        let raw_write = repeat(
-            args.runs,
-            &Task::RawWrite {
+        let mut payload = 0;
+        for run in 0..args.runs {
+            for &scheme in &schemes {
+                for &engine in &engines {
+                    let path = args
+                        .dir
+                        .join(format!("snap-{n}x{dim}-{engine:?}-{scheme:?}.iqdb"));
+                    eprintln!(
+                        "  run {}: {n}x{dim} {} {} ...",
+                        run + 1,
+                        engine.label(),
+                        scheme.label()
+                    );
+                    let save = spawn(&Task::Save {
+                        engine,
+                        scheme,
+                        n,
+                        dim,
+                        metadata: args.metadata,
+                        path: path.clone(),
+                    })?;
+                    payload = save.units;
+                    drop_caches_hint(&path)?;
+                    let load = spawn(&Task::Load {
+                        engine,
+                        scheme,
+                        n,
+                        dim,
+                        path: path.clone(),
+                    })?;
+                    let _ = std::fs::remove_file(&path);
+                    saves.entry((engine, scheme)).or_default().push(save);
+                    loads.entry((engine, scheme)).or_default().push(load);
+                }
+            }
+            raw_writes.push(spawn(&Task::RawWrite {
                 bytes: payload,
                 path: raw_path.clone(),
-            },
-            || Ok(()),
-        )?;
-        let raw_read = repeat(
-            args.runs,
-            &Task::RawRead {
+            })?);
+            drop_caches_hint(&raw_path)?;
+            raw_reads.push(spawn(&Task::RawRead {
                 path: raw_path.clone(),
-            },
-            || drop_caches_hint(&raw_path),
-        )?;
-        let _ = std::fs::remove_file(&raw_path);
+            })?);
+            let _ = std::fs::remove_file(&raw_path);
+        }
+        let results: BTreeMap<(Engine, Scheme), (Summary, Summary)> = saves
+            .iter()
+            .map(|(key, s)| {
+                (
+                    *key,
+                    (
+                        summarize(s),
+                        summarize(loads.get(key).map_or(&[][..], Vec::as_slice)),
+                    ),
+                )
+            })
+            .collect();
+        let raw_write = summarize(&raw_writes);
+        let raw_read = summarize(&raw_reads);
         let _ = writeln!(
             out,
-            "### Snapshots: {n} × {dim} f32 with ids and metadata ({:.0} MB payload)\n",
+            "### Snapshots: {n} × {dim} f32 with ids{} ({:.0} MB payload)\n",
+            if args.metadata {
+                " and 5-7 metadata fields each"
+            } else {
+                ""
+            },
             payload as f64 / 1e6
         );
         let _ = writeln!(
@@ -835,14 +884,15 @@ fn run_all(args: &Args) -> Result<String, String> {
         || Ok(()),
     )?;
     eprintln!("  WAL replay ...");
-    let replay: Vec<(Engine, Summary)> = [Engine::Ours, Engine::V1]
-        .iter()
-        .map(|&engine| {
-            let dir = args.dir.join(format!("replay-{engine:?}"));
+    let mut replay: Vec<(Engine, bool, Summary)> = Vec::new();
+    for metadata in [true, false] {
+        for engine in [Engine::Ours, Engine::V1] {
+            let dir = args.dir.join(format!("replay-{engine:?}-{metadata}"));
             spawn(&Task::WalPrepare {
                 engine,
                 n: args.replay_ops,
                 dim,
+                metadata,
                 dir: dir.clone(),
             })?;
             let s = repeat(
@@ -856,9 +906,9 @@ fn run_all(args: &Args) -> Result<String, String> {
                 || Ok(()),
             )?;
             let _ = std::fs::remove_dir_all(&dir);
-            Ok::<_, String>((engine, s))
-        })
-        .collect::<Result<_, _>>()?;
+            replay.push((engine, metadata, s));
+        }
+    }
     let _ = std::fs::remove_dir_all(&wal_dir);
 
     let v1_single = single
@@ -895,21 +945,26 @@ fn run_all(args: &Args) -> Result<String, String> {
         batch.rate() / raw_append.rate(),
         batch.rate() / v1_single.rate()
     );
-    let v1_replay = replay
-        .iter()
-        .find(|(e, _)| *e == Engine::V1)
-        .map(|(_, s)| *s)
-        .unwrap_or_default();
-    for (engine, s) in &replay {
+    for (engine, metadata, s) in &replay {
+        let v1 = replay
+            .iter()
+            .find(|(e, m, _)| *e == Engine::V1 && m == metadata)
+            .map(|(_, _, s)| *s)
+            .unwrap_or_default();
+        let what = if *metadata {
+            "vectors and 5-7 metadata fields"
+        } else {
+            "vectors only"
+        };
         let _ = writeln!(
             out,
-            "| replay {} records ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | | {:.2}× |",
+            "| replay {} records, {what} ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | | {:.2}× |",
             args.replay_ops,
             s.file_bytes as f64 / 1e6,
             s.extra_mib,
             engine.label(),
             s.rate(),
-            s.rate() / v1_replay.rate()
+            s.rate() / v1.rate()
         );
     }
     Ok(out)
