@@ -76,7 +76,7 @@
 //! sees large writes, and are read as whole sections, so neither direction
 //! relies on small reads or writes being cheap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::mem::size_of;
@@ -644,12 +644,12 @@ impl<'a> Slice<'a> {
     }
 }
 
-type IdTable = (Vec<VectorId>, HashMap<VectorId, usize>);
+type IdTable = (Vec<VectorId>, crate::store::SlotMap);
 
 fn parse_ids(section: &[u8], count: usize) -> Result<IdTable, DecodeError> {
     let capacity = count.min(section.len() / MIN_ID_LEN);
     let mut ids = Vec::with_capacity(capacity);
-    let mut slots = HashMap::with_capacity(capacity);
+    let mut slots = crate::store::SlotMap::with_capacity_and_hasher(capacity, Default::default());
     let mut cursor = Slice::new(section);
     for slot in 0..count {
         let id = match cursor.u8()? {

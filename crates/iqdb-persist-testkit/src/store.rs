@@ -39,6 +39,11 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
+
+/// The id table's map: ids are hashed on every insert, delete and lookup, and
+/// SipHash (std's default) costs more than the rest of an insert; foldhash is
+/// what hashbrown uses by default.
+pub(crate) type SlotMap = HashMap<VectorId, usize, foldhash::fast::RandomState>;
 use std::fmt;
 use std::mem::size_of;
 use std::sync::Arc;
@@ -124,7 +129,7 @@ pub struct VectorStore {
     ids: Vec<VectorId>,
     data: Vec<f32>,
     metadata: Vec<Option<Metadata>>,
-    slots: HashMap<VectorId, usize>,
+    slots: SlotMap,
     /// Heap bytes owned by `Bytes` ids (each also held once more as a map
     /// key), kept up to date on insert and delete so `stats` is O(1).
     id_heap_bytes: usize,
@@ -207,7 +212,7 @@ impl VectorStore {
         ids: Vec<VectorId>,
         data: Vec<f32>,
         metadata: Vec<Option<Metadata>>,
-        slots: HashMap<VectorId, usize>,
+        slots: SlotMap,
     ) -> Self {
         debug_assert_eq!(ids.len() * dim, data.len());
         debug_assert_eq!(ids.len(), metadata.len());
@@ -464,15 +469,16 @@ impl IndexCore for VectorStore {
         if vector.iter().any(|x| !x.is_finite()) {
             return Err(IqdbError::InvalidVector);
         }
-        if self.slots.contains_key(&id) {
-            return Err(IqdbError::Duplicate);
-        }
         let slot = self.ids.len();
+        let std::collections::hash_map::Entry::Vacant(entry) = self.slots.entry(id) else {
+            return Err(IqdbError::Duplicate);
+        };
+        let id = entry.key().clone();
+        entry.insert(slot);
         self.id_heap_bytes += id_heap_of(&id);
         self.metadata_heap_bytes += metadata.as_ref().map_or(0, metadata_heap_of);
         self.data.extend_from_slice(&vector);
         self.metadata.push(metadata);
-        let _previous = self.slots.insert(id.clone(), slot);
         self.ids.push(id);
         Ok(())
     }
@@ -645,7 +651,7 @@ impl Index for VectorStore {
             ids: Vec::new(),
             data: Vec::new(),
             metadata: Vec::new(),
-            slots: HashMap::new(),
+            slots: SlotMap::default(),
             id_heap_bytes: 0,
             metadata_heap_bytes: 0,
         };
