@@ -30,7 +30,8 @@ pub struct SnapshotInfo {
     pub header: FileHeader,
     /// File length.
     pub file_len: u64,
-    /// Offset of the payload (after the header and v3 extension).
+    /// Offset of the stored payload data (after the header, and the v3
+    /// extension or the v2 scheme and length).
     pub payload_offset: u64,
     /// Compression scheme name: `none`, `zstd` or `lz4`.
     pub compression: &'static str,
@@ -54,13 +55,19 @@ pub struct SnapshotInfo {
 pub fn snapshot_info(fs: &dyn FileSystem, path: &Path, verify: bool) -> Result<SnapshotInfo> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let meta = snapshot::inspect_snapshot_file(fs, path, verify, threads)?;
+    // v2's region starts with the scheme and length; its data follows them.
+    let data_start = if meta.header.version == 2 {
+        meta.payload_start + 9
+    } else {
+        meta.payload_start
+    };
     Ok(SnapshotInfo {
         path: path.to_path_buf(),
         file_len: meta.file_len,
-        payload_offset: meta.payload_start,
+        payload_offset: data_start,
         compression: compression::scheme_name(meta.scheme),
         raw_len: meta.raw_len,
-        stored_len: meta.file_len - meta.payload_start,
+        stored_len: meta.file_len - data_start,
         chunks: meta.v3.map(|e| e.chunk_count),
         chunk_size: meta.v3.map(|e| e.chunk_size),
         last_seq: meta.last_seq(),
