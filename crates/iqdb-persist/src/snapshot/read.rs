@@ -594,6 +594,7 @@ impl Fetcher<'_> {
         if raw_len == 0
             || raw_len > self.ext.chunk_size as usize
             || stored_len > compression::max_stored_len(self.ext.scheme, raw_len)
+            || (self.ext.scheme == SCHEME_NONE && stored_len != raw_len)
         {
             return Err(PersistError::InvalidPayload {
                 reason: "chunk head has impossible lengths",
