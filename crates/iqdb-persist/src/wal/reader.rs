@@ -299,7 +299,11 @@ fn has_zeroed_sector(
     while start < to {
         let end = ((start / SECTOR + 1) * SECTOR).min(to);
         let piece = end - start;
-        if piece >= MIN_ZERO_PIECE || end == file_len {
+        // A piece too short to mean much, unless it ends the file or holds
+        // the start of a frame head that straddles a sector boundary (those
+        // head bytes are zero only if that sector never got written).
+        let head_start = start == from && piece < FRAME_HEAD_LEN;
+        if piece >= MIN_ZERO_PIECE || end == file_len || head_start {
             let mut buf = vec![0u8; piece as usize];
             read_exact_at(file, &mut buf, start)?;
             if buf.iter().all(|&b| b == 0) {
@@ -338,11 +342,13 @@ fn classify(
     }
     let body_start = at + FRAME_HEAD_LEN;
     if let Some((len, crc)) = head {
-        // A wrong length field with the checksum of the rest of the file:
-        // the bytes are all there, the length was altered.
+        // The checksum of the rest of the file, and a length field one bit
+        // away from the rest's length: the bytes are all there, a bit of the
+        // length flipped. (A torn write can zero bytes of the length too, but
+        // not flip exactly one of its bits.)
         let rest = file_len.saturating_sub(body_start);
-        if rest > 0 && body_start + u64::from(len) != file_len && rest <= u64::from(MAX_FRAME_BODY)
-        {
+        let one_bit_off = (u64::from(len) ^ rest).count_ones() == 1;
+        if rest > 0 && one_bit_off && rest <= u64::from(MAX_FRAME_BODY) {
             let mut bytes = vec![0u8; rest as usize];
             read_exact_at(file, &mut bytes, body_start)?;
             if crc32fast::hash(&bytes) == crc {
