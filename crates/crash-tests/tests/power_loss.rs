@@ -292,3 +292,10 @@ fn random_crash_points_of_long_workloads_recover() {
 fn regression_seed_1620_torn_head_across_a_sector_boundary() {
     check_crash_point(&VARIANTS[2], 1620, 80, 232, 4);
 }
+
+/// Found by a long random run: the same tear, where the zeroed low byte of
+/// the length had a single bit set, so the length looked one bit off.
+#[test]
+fn regression_seed_3478_torn_head_that_looks_one_bit_off() {
+    check_crash_point(&VARIANTS[0], 3478, 80, 146, 4);
+}

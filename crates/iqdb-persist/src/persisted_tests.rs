@@ -817,3 +817,83 @@ fn read_only_load_agrees_with_load_on_damaged_intent_and_short_header() -> Resul
     assert!(PersistedIndex::<MiniIndex>::load_with_options(config, strict).is_err());
     Ok(())
 }
+
+/// The store after the inserts of the frames up to and including the one at
+/// `frame` (the test's frames each insert `i * 977`, in order).
+fn state_through(full: &MiniIndex, offsets: &[u64], frame: u64) -> MiniIndex {
+    let kept = offsets.iter().filter(|&&o| o <= frame).count() as u64;
+    let mut out = full.clone();
+    out.entries
+        .retain(|_, (id, _, _)| matches!(id, VectorId::U64(n) if *n / 977 < kept));
+    out
+}
+
+/// Bit flips in frames whose head straddles a 512-byte sector boundary (where
+/// a torn write and a flipped bit are easiest to confuse): every flip of the
+/// head and of the first body bytes loads all the data or is an error.
+#[test]
+fn bit_flips_in_frames_straddling_sector_boundaries_are_never_silent() -> Result<()> {
+    for wal_format in [WalFormat::V1, WalFormat::V2] {
+        let d = dir();
+        let config = wal_config(d.path());
+        let options = Options::new().wal_format(wal_format);
+        let mut db =
+            PersistedIndex::open_with_options(mini(0, 5), config.clone(), options.clone())?;
+        for i in 0..300 {
+            db.insert(VectorId::U64(i * 977), vector(i, 5), None)?;
+        }
+        let full = db.index().clone();
+        drop(db);
+        let mut offsets = Vec::new();
+        crate::inspect::scan_log(&crate::storage::StdFileSystem, &config.wal_path(), |e| {
+            offsets.push(e.offset);
+            std::ops::ControlFlow::Continue(())
+        })?;
+        let straddling: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|&o| o / 512 != (o + 7) / 512)
+            .take(3)
+            .collect();
+        assert!(
+            !straddling.is_empty(),
+            "{wal_format:?}: no frame head straddles a sector"
+        );
+        let wal = config.wal_path();
+        let snap = config.path.clone();
+        let log = std::fs::read(&wal).map_err(|e| PersistError::io(&wal, e))?;
+        let snapshot = std::fs::read(&snap).map_err(|e| PersistError::io(&snap, e))?;
+        for &frame in &straddling {
+            // The frame mid-log, and the frame as the log's last.
+            let end = offsets
+                .iter()
+                .copied()
+                .find(|&o| o > frame)
+                .unwrap_or(log.len() as u64);
+            for (cut, expected) in [
+                (log.len(), full.clone()),
+                (end as usize, state_through(&full, &offsets, frame)),
+            ] {
+                for byte in frame..(frame + 40).min(cut as u64) {
+                    for bit in 0..8 {
+                        let mut flipped = log[..cut].to_vec();
+                        flipped[byte as usize] ^= 1 << bit;
+                        std::fs::write(&wal, &flipped).map_err(|e| PersistError::io(&wal, e))?;
+                        std::fs::write(&snap, &snapshot).map_err(|e| PersistError::io(&snap, e))?;
+                        if let Ok(db) = PersistedIndex::<MiniIndex>::load_with_options(
+                            config.clone(),
+                            options.clone(),
+                        ) {
+                            assert_eq!(
+                                db.index(),
+                                &expected,
+                                "{wal_format:?}: byte {byte} bit {bit} (frame at {frame}, log cut at {cut}) lost data silently"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -299,11 +299,8 @@ fn has_zeroed_sector(
     while start < to {
         let end = ((start / SECTOR + 1) * SECTOR).min(to);
         let piece = end - start;
-        // A piece too short to mean much, unless it ends the file or holds
-        // the start of a frame head that straddles a sector boundary (those
-        // head bytes are zero only if that sector never got written).
-        let head_start = start == from && piece < FRAME_HEAD_LEN;
-        if piece >= MIN_ZERO_PIECE || end == file_len || head_start {
+        // A piece too short to mean much counts only if it ends the file.
+        if piece >= MIN_ZERO_PIECE || end == file_len {
             let mut buf = vec![0u8; piece as usize];
             read_exact_at(file, &mut buf, start)?;
             if buf.iter().all(|&b| b == 0) {
@@ -313,6 +310,19 @@ fn has_zeroed_sector(
         start = end;
     }
     Ok(false)
+}
+
+/// Whether the frame head at `at` straddles a sector boundary with every
+/// head byte before the boundary zero.
+fn head_start_is_zero(file: &dyn FileHandle, at: u64, file_len: u64) -> std::io::Result<bool> {
+    let boundary = (at / SECTOR + 1) * SECTOR;
+    let before = boundary - at;
+    if before >= FRAME_HEAD_LEN || boundary > file_len {
+        return Ok(false);
+    }
+    let mut bytes = [0u8; FRAME_HEAD_LEN as usize];
+    read_exact_at(file, &mut bytes[..before as usize], at)?;
+    Ok(bytes[..before as usize].iter().all(|&b| b == 0))
 }
 
 /// Decides whether the bad frame at `at` is a torn tail or corruption (see
@@ -341,7 +351,11 @@ fn classify(
         ));
     }
     let body_start = at + FRAME_HEAD_LEN;
-    if let Some((len, crc)) = head {
+    // A head straddling a sector boundary whose bytes before the boundary
+    // are zero: that sector never got written (this also explains a length
+    // field that looks altered).
+    let head_torn = head_start_is_zero(file, at, file_len)?;
+    if let (Some((len, crc)), false) = (head, head_torn) {
         // The checksum of the rest of the file, and a length field one bit
         // away from the rest's length: the bytes are all there, a bit of the
         // length flipped. (A torn write can zero bytes of the length too, but
@@ -369,7 +383,7 @@ fn classify(
     };
     let frame_end = plausible_len.map_or(file_len, |len| (body_start + len).min(file_len));
     let zero_head = head == Some((0, 0));
-    let zeroed = zero_head || has_zeroed_sector(file, at, frame_end, file_len)?;
+    let zeroed = zero_head || head_torn || has_zeroed_sector(file, at, frame_end, file_len)?;
     let (after, max_synced) = scan_valid_after(file, version, next_seq, file_len, at)?;
     // A frame "cut short" by the end of the file while valid frames follow
     // inside its claimed extent has a wrong length, not a torn tail.
