@@ -144,6 +144,13 @@ enum Task {
         dim: usize,
         dir: PathBuf,
     },
+    /// The ceiling of a replay: inserting the same records, already in
+    /// memory, into an empty index (no persistence at all).
+    IndexInsert {
+        n: u64,
+        dim: usize,
+        metadata: bool,
+    },
 }
 
 /// What a child reports.
@@ -489,6 +496,23 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             Ok(Sample {
                 units: *n,
                 file_bytes: file_len(&dir.join("db.iqdb.wal")),
+                ..Sample::default()
+            })
+        }
+        Task::IndexInsert { n, dim, metadata } => {
+            let items: Vec<_> = generate::records(SEED, 0..*n, *dim)
+                .map(|(id, vector, meta)| (id, vector, if *metadata { meta } else { None }))
+                .collect();
+            let mut store = empty(*dim)?;
+            let start = Instant::now();
+            for (id, vector, meta) in items {
+                store.insert(id, vector, meta).map_err(|e| e.to_string())?;
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            check_len(store.len(), *n)?;
+            Ok(Sample {
+                seconds,
+                units: *n,
                 ..Sample::default()
             })
         }
@@ -945,27 +969,44 @@ fn run_all(args: &Args) -> Result<String, String> {
         batch.rate() / raw_append.rate(),
         batch.rate() / v1_single.rate()
     );
-    for (engine, metadata, s) in &replay {
-        let v1 = replay
-            .iter()
-            .find(|(e, m, _)| *e == Engine::V1 && m == metadata)
-            .map(|(_, _, s)| *s)
-            .unwrap_or_default();
-        let what = if *metadata {
+    for metadata in [true, false] {
+        let ceiling = repeat(
+            args.runs,
+            &Task::IndexInsert {
+                n: args.replay_ops,
+                dim,
+                metadata,
+            },
+            || Ok(()),
+        )?;
+        let what = if metadata {
             "vectors and 5-7 metadata fields"
         } else {
             "vectors only"
         };
+        let v1 = replay
+            .iter()
+            .find(|(e, m, _)| *e == Engine::V1 && *m == metadata)
+            .map(|(_, _, s)| *s)
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| replay {} records, {what} ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | | {:.2}× |",
-            args.replay_ops,
-            s.file_bytes as f64 / 1e6,
-            s.extra_mib,
-            engine.label(),
-            s.rate(),
-            s.rate() / v1.rate()
+            "| replay ceiling: the same records inserted into an empty index from memory, {what} | (index only) | {:.0}/s | | |",
+            ceiling.rate()
         );
+        for (engine, _, s) in replay.iter().filter(|(_, m, _)| *m == metadata) {
+            let _ = writeln!(
+                out,
+                "| replay {} records, {what} ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | {:.2} of ceiling | {:.2}× |",
+                args.replay_ops,
+                s.file_bytes as f64 / 1e6,
+                s.extra_mib,
+                engine.label(),
+                s.rate(),
+                s.rate() / ceiling.rate(),
+                s.rate() / v1.rate()
+            );
+        }
     }
     Ok(out)
 }

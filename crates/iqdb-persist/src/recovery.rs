@@ -18,8 +18,9 @@ use crate::error::{PersistError, Result};
 use crate::options::{Options, RecoveryMode};
 use crate::snapshot::{SnapshotFingerprint, SnapshotMeta};
 use crate::storage::{FileHandle, FileSystem, read_exact_at};
+use crate::wal::format;
 use crate::wal::format::WalHeader;
-use crate::wal::reader::{self, Next, Opened, WalReader};
+use crate::wal::reader::{self, Checked, CheckedFrame, Next, Opened, WalReader};
 use crate::wal::writer::WalWriter;
 use crate::wal::{self, Damage, DamageKind, Operation};
 
@@ -198,53 +199,93 @@ pub(crate) fn damage_action(damage: &Damage, mode: RecoveryMode, path: &Path) ->
 /// Replays the log's frames onto `index` (or, with `None`, only scans them)
 /// up to damage or the end; returns the damage to cut at, if any.
 ///
-/// Reading, checking and decoding frames (allocation-heavy) runs on a
-/// helper thread while this one applies them, a bounded batch at a time.
+/// A helper thread reads frames and checks their lengths, checksums and
+/// sequence numbers into batch buffers (about 1 MiB each, recycled); this
+/// thread decodes and applies them. Decoding stays on the thread that applies
+/// because it allocates what the index keeps or frees (vectors, ids,
+/// metadata): allocating on one thread and freeing on another makes the
+/// threads contend for the allocator's locks.
 pub(crate) fn replay<I: IndexCore + ?Sized>(
     log: &mut WalReader,
     mut index: Option<&mut I>,
     report: &mut RecoveryReport,
 ) -> Result<Option<Damage>> {
-    const BATCH_FRAMES: usize = 512;
-    const BATCH_BYTES: u64 = 1 << 20;
+    const BATCH_BYTES: usize = 1 << 20;
+    #[derive(Default)]
+    struct Batch {
+        bytes: Vec<u8>,
+        frames: Vec<CheckedFrame>,
+    }
+    let version = log.header.version;
+    let path = log.path().to_path_buf();
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::wal::reader::Frame>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Batch>();
         let reader = scope.spawn(move || -> Result<Option<Damage>> {
-            let mut batch = Vec::with_capacity(BATCH_FRAMES);
-            let mut bytes = 0u64;
+            let mut batch = Batch::default();
             let outcome = loop {
-                match log.next_frame() {
-                    Ok(Next::Frame(frame)) => {
-                        bytes += frame.len;
-                        batch.push(frame);
-                        if batch.len() == BATCH_FRAMES || bytes >= BATCH_BYTES {
-                            if tx.send(std::mem::take(&mut batch)).is_err() {
+                match log.next_checked(&mut batch.bytes) {
+                    Ok(Checked::Frame(frame)) => {
+                        batch.frames.push(frame);
+                        if batch.bytes.len() >= BATCH_BYTES {
+                            let mut next = free_rx.try_recv().unwrap_or_default();
+                            next.bytes.clear();
+                            next.frames.clear();
+                            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                                 return Ok(None);
                             }
-                            bytes = 0;
                         }
                     }
-                    Ok(Next::End) => break Ok(None),
-                    Ok(Next::Damaged(damage)) => break Ok(Some(damage)),
+                    Ok(Checked::End) => break Ok(None),
+                    Ok(Checked::Damaged(damage)) => break Ok(Some(damage)),
                     Err(e) => break Err(e),
                 }
             };
-            if !batch.is_empty() {
+            if !batch.frames.is_empty() {
                 let _ = tx.send(batch);
             }
             outcome
         });
-        for batch in rx {
-            for frame in batch {
-                report.frames_replayed += 1;
-                if let Some(index) = index.as_deref_mut() {
-                    apply_frame(index, frame.body.ops, frame.body.batch, report);
+        let mut failed = None;
+        'batches: for batch in rx {
+            for frame in &batch.frames {
+                let mut stopped = false;
+                let decoded = format::for_each_op(
+                    version,
+                    &batch.bytes[frame.body.clone()],
+                    |op, in_batch| {
+                        let Some(index) = index.as_deref_mut() else {
+                            return;
+                        };
+                        if stopped {
+                            // A batch stops at its first rejected operation.
+                            report.operations_rejected += 1;
+                        } else if apply_op(index, op) {
+                            report.operations_applied += 1;
+                        } else {
+                            report.operations_rejected += 1;
+                            stopped = in_batch;
+                        }
+                    },
+                );
+                match decoded {
+                    Ok(_) => report.frames_replayed += 1,
+                    Err(e) => {
+                        // Its checksum holds: never a crash artifact.
+                        failed = Some(e.in_file(&path, frame.offset));
+                        break 'batches;
+                    }
                 }
             }
+            let _ = free_tx.send(batch);
         }
-        reader.join().unwrap_or(Err(PersistError::InvalidPayload {
+        let outcome = reader.join().unwrap_or(Err(PersistError::InvalidPayload {
             reason: "log reader thread panicked",
-        }))
+        }));
+        match failed {
+            Some(e) => Err(e),
+            None => outcome,
+        }
     })
 }
 
@@ -397,31 +438,16 @@ fn writer(
     WalWriter::new(path, file, header, end, next_seq, config.fsync_policy)
 }
 
-/// Applies one frame's operations with the semantics they were logged with.
-pub(crate) fn apply_frame<I: IndexCore + ?Sized>(
-    index: &mut I,
-    ops: Vec<Operation>,
-    batch: bool,
-    report: &mut RecoveryReport,
-) {
-    let total = ops.len() as u64;
-    for (i, op) in ops.into_iter().enumerate() {
-        let result = match op {
-            Operation::Insert {
-                id,
-                vector,
-                metadata,
-            } => index.insert(id, vector, metadata),
-            Operation::Delete { id } => index.delete(&id),
-        };
-        match result {
-            Ok(()) => report.operations_applied += 1,
-            Err(_) if batch => {
-                report.operations_rejected += total - i as u64;
-                return;
-            }
-            Err(_) => report.operations_rejected += 1,
-        }
+/// Applies one logged operation; false if the index rejects it (as it did
+/// when the operation was logged).
+fn apply_op<I: IndexCore + ?Sized>(index: &mut I, op: Operation) -> bool {
+    match op {
+        Operation::Insert {
+            id,
+            vector,
+            metadata,
+        } => index.insert(id, vector, metadata).is_ok(),
+        Operation::Delete { id } => index.delete(&id).is_ok(),
     }
 }
 

@@ -183,6 +183,28 @@ pub(crate) fn finish_frame(buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// A checked frame body's first sequence number (v2) and operation count,
+/// read without decoding the operations.
+pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<(Option<u64>, u64)> {
+    if version < 2 {
+        return Ok((None, 1));
+    }
+    let mut cur = Cursor::new(body);
+    let kind = cur.u8()?;
+    let first_seq = cur.u64()?;
+    let _synced = cur.u64()?;
+    let ops = match kind {
+        KIND_SINGLE => 1,
+        KIND_BATCH => u64::from(cur.u32()?),
+        _ => {
+            return Err(PersistError::InvalidPayload {
+                reason: "unknown log frame kind",
+            });
+        }
+    };
+    Ok((Some(first_seq), ops))
+}
+
 /// A decoded frame body.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FrameBody {
@@ -194,49 +216,78 @@ pub(crate) struct FrameBody {
     pub ops: Vec<Operation>,
 }
 
-/// Decodes a frame body whose CRC has been checked.
-pub(crate) fn decode_body(version: u32, body: &[u8]) -> Result<FrameBody> {
+/// A frame body's description, as [`for_each_op`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameInfo {
+    pub first_seq: Option<u64>,
+    pub synced_len: Option<u64>,
+    pub batch: bool,
+}
+
+/// Decodes a frame body whose CRC has been checked, handing its operations
+/// to `each` one at a time (with whether the frame is a batch), so a caller
+/// applying them keeps no intermediate list. Errors if the body does not
+/// decode entirely; operations before the error have been handed out.
+pub(crate) fn for_each_op(
+    version: u32,
+    body: &[u8],
+    mut each: impl FnMut(Operation, bool),
+) -> Result<FrameInfo> {
     let mut cur = Cursor::new(body);
-    let (first_seq, synced_len, batch) = if version >= 2 {
+    let info = if version >= 2 {
         let kind = cur.u8()?;
         let first_seq = cur.u64()?;
         let synced_len = cur.u64()?;
-        match kind {
-            KIND_SINGLE => (Some(first_seq), Some(synced_len), false),
-            KIND_BATCH => (Some(first_seq), Some(synced_len), true),
+        let batch = match kind {
+            KIND_SINGLE => false,
+            KIND_BATCH => true,
             _ => {
                 return Err(PersistError::InvalidPayload {
                     reason: "unknown log frame kind",
                 });
             }
+        };
+        FrameInfo {
+            first_seq: Some(first_seq),
+            synced_len: Some(synced_len),
+            batch,
         }
     } else {
-        (None, None, false)
+        FrameInfo {
+            first_seq: None,
+            synced_len: None,
+            batch: false,
+        }
     };
-    let ops = if batch {
+    if info.batch {
         let count = cur.u32()? as usize;
         if count == 0 || count > cur.remaining() / MIN_OP_LEN {
             return Err(PersistError::InvalidPayload {
                 reason: "batch operation count does not fit its frame",
             });
         }
-        let mut ops = Vec::with_capacity(count);
         for _ in 0..count {
-            ops.push(record::decode_op(&mut cur)?);
+            each(record::decode_op(&mut cur)?, true);
         }
-        ops
     } else {
-        vec![record::decode_op(&mut cur)?]
-    };
+        each(record::decode_op(&mut cur)?, false);
+    }
     if !cur.is_empty() {
         return Err(PersistError::InvalidPayload {
             reason: "bytes follow the last operation of a log frame",
         });
     }
+    Ok(info)
+}
+
+/// Decodes a frame body whose CRC has been checked.
+pub(crate) fn decode_body(version: u32, body: &[u8]) -> Result<FrameBody> {
+    let mut ops = Vec::new();
+    let info = for_each_op(version, body, |op, _| ops.push(op))?;
     Ok(FrameBody {
-        first_seq,
-        synced_len,
-        batch,
+        first_seq: info.first_seq,
+        synced_len: info.synced_len,
+        batch: info.batch,
         ops,
     })
 }

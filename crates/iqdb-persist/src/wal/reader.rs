@@ -19,7 +19,7 @@
 //!   sign of a torn write; only a frame with those signs, followed by frames
 //!   that never saw it synced, is a torn (in-flight) write.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -108,6 +108,24 @@ pub(crate) enum Next {
     Damaged(Damage),
 }
 
+/// A frame whose bytes are checked but whose operations are not decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedFrame {
+    pub offset: u64,
+    /// Head plus body.
+    pub len: u64,
+    /// Where the body is in the caller's buffer.
+    pub body: std::ops::Range<usize>,
+}
+
+/// The next thing in the log, checked but not decoded.
+#[derive(Debug)]
+pub(crate) enum Checked {
+    Frame(CheckedFrame),
+    End,
+    Damaged(Damage),
+}
+
 /// An open log.
 #[derive(Debug)]
 pub(crate) enum Opened {
@@ -184,6 +202,11 @@ impl WalReader {
         &self.file
     }
 
+    /// The log file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Offset just past the last frame returned.
     pub(crate) fn position(&self) -> u64 {
         self.pos
@@ -191,9 +214,37 @@ impl WalReader {
 
     /// Reads the next frame.
     pub(crate) fn next_frame(&mut self) -> Result<Next> {
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        let next = self.next_checked(&mut body);
+        let result = match next {
+            Ok(Checked::Frame(frame)) => {
+                match format::decode_body(self.header.version, &body[frame.body.clone()]) {
+                    Ok(decoded) => Ok(Next::Frame(Frame {
+                        offset: frame.offset,
+                        len: frame.len,
+                        body: decoded,
+                    })),
+                    Err(e) => Err(e.in_file(&self.path, frame.offset)),
+                }
+            }
+            Ok(Checked::End) => Ok(Next::End),
+            Ok(Checked::Damaged(damage)) => Ok(Next::Damaged(damage)),
+            Err(e) => Err(e),
+        };
+        self.body = body;
+        result
+    }
+
+    /// Reads the next frame and checks everything but its operations (its
+    /// length, checksum and sequence number), appending its body to `out`.
+    /// Decoding the body (allocation-heavy) is left to the caller, with
+    /// [`format::decode_body`]; a body that then fails to decode is
+    /// corruption at [`CheckedFrame::offset`].
+    pub(crate) fn next_checked(&mut self, out: &mut Vec<u8>) -> Result<Checked> {
         let at = self.pos;
         if at == self.file_len {
-            return Ok(Next::End);
+            return Ok(Checked::End);
         }
         let left = self.file_len - at;
         if left < FRAME_HEAD_LEN {
@@ -216,24 +267,18 @@ impl WalReader {
         if u64::from(len) > left - FRAME_HEAD_LEN {
             return self.damaged(at, Some((len, crc)), "log ends inside a frame");
         }
-        self.body.clear();
-        self.body.resize(len as usize, 0);
-        self.reader
-            .read_exact(&mut self.body)
-            .map_err(|e| PersistError::io(&self.path, e))?;
-        if crc32fast::hash(&self.body) != crc {
+        let start = out.len();
+        self.read_body(out, len as usize)?;
+        let body = &out[start..];
+        if crc32fast::hash(body) != crc {
+            out.truncate(start);
             return self.damaged(at, Some((len, crc)), "frame checksum mismatch");
         }
-        let body = match format::decode_body(self.header.version, &self.body) {
-            Ok(body) => body,
-            Err(e) => {
-                // A frame whose checksum holds but whose contents do not
-                // decode was written wrong or altered with its checksum:
-                // never a crash artifact.
-                return Err(e.in_file(&self.path, at));
-            }
+        let (first_seq, ops) = match format::sequence_of(self.header.version, body) {
+            Ok(found) => found,
+            Err(e) => return Err(e.in_file(&self.path, at)),
         };
-        if let Some(first) = body.first_seq
+        if let Some(first) = first_seq
             && first != self.next_seq
         {
             return Err(PersistError::InvalidPayload {
@@ -241,17 +286,45 @@ impl WalReader {
             }
             .in_file(&self.path, at));
         }
-        self.next_seq += body.ops.len() as u64;
+        self.next_seq += ops;
         let frame_len = FRAME_HEAD_LEN + u64::from(len);
         self.pos = at + frame_len;
-        Ok(Next::Frame(Frame {
+        Ok(Checked::Frame(CheckedFrame {
             offset: at,
             len: frame_len,
-            body,
+            body: start..out.len(),
         }))
     }
 
-    fn damaged(&mut self, at: u64, head: Option<(u32, u32)>, reason: &'static str) -> Result<Next> {
+    /// Appends the next `len` bytes to `out`, straight from the read buffer
+    /// (no zero-filling first).
+    fn read_body(&mut self, out: &mut Vec<u8>, mut len: usize) -> Result<()> {
+        out.reserve(len);
+        while len > 0 {
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|e| PersistError::io(&self.path, e))?;
+            if available.is_empty() {
+                return Err(PersistError::io(
+                    &self.path,
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            let n = available.len().min(len);
+            out.extend_from_slice(&available[..n]);
+            self.reader.consume(n);
+            len -= n;
+        }
+        Ok(())
+    }
+
+    fn damaged(
+        &mut self,
+        at: u64,
+        head: Option<(u32, u32)>,
+        reason: &'static str,
+    ) -> Result<Checked> {
         let damage = classify(
             self.file.as_ref(),
             self.header.version,
@@ -264,7 +337,7 @@ impl WalReader {
         .map_err(|e| PersistError::io(&self.path, e))?;
         // Leave the reader at the damage, so position() is the valid prefix.
         self.pos = at;
-        Ok(Next::Damaged(damage))
+        Ok(Checked::Damaged(damage))
     }
 }
 

@@ -259,7 +259,8 @@ fn decode_metadata(cur: &mut Cursor<'_>) -> Result<Metadata> {
     if n > cur.remaining() / 5 {
         return Err(bad("metadata entry count exceeds the record"));
     }
-    let mut entries = Vec::with_capacity(n);
+    // Keys were written in order, so building the map directly is cheap.
+    let mut entries = std::collections::BTreeMap::new();
     for _ in 0..n {
         let key = cur.string()?;
         let value = match cur.u8()? {
@@ -274,9 +275,9 @@ fn decode_metadata(cur: &mut Cursor<'_>) -> Result<Metadata> {
             4 => Value::Null,
             _ => return Err(bad("unknown metadata value tag")),
         };
-        entries.push((key, value));
+        entries.insert(key, value);
     }
-    Ok(entries.into_iter().collect())
+    Ok(Metadata::from(entries))
 }
 
 #[cfg(test)]
