@@ -346,7 +346,7 @@ impl VectorStore {
         drop(section);
 
         let data = input.floats(floats)?;
-        if data.iter().any(|x| !x.is_finite()) {
+        if !crate::store::all_finite(&data) {
             return Err(DecodeError::invalid("non-finite vector component"));
         }
 
