@@ -557,13 +557,17 @@ impl Input<'_> {
 
     /// Reads `count` plain values in bulk, growing the buffer only as data
     /// arrives: capacity starts at [`FIRST_STEP`] bytes and doubles when
-    /// full (never past `count`), and at most [`MAX_STEP`] bytes of it are
-    /// initialised and read per call. A lying `count` therefore costs at
-    /// most the bytes actually read plus [`FIRST_STEP`] of capacity.
+    /// full (never past `count`). Each step of at most [`MAX_STEP`] bytes is
+    /// read into a reused staging buffer and appended from there, so fresh
+    /// memory is written once (no zero-filling before the read). A lying
+    /// `count` therefore costs at most the bytes actually read, plus
+    /// [`FIRST_STEP`] of capacity and one staging buffer.
     fn block<T: bytemuck::Pod>(&mut self, count: u64) -> Result<Vec<T>, DecodeError> {
         let elem = size_of::<T>();
         let field_end = self.pos.saturating_add(count.saturating_mul(u64_of(elem)));
+        let total = usize::try_from(count).unwrap_or(usize::MAX);
         let mut out: Vec<T> = Vec::new();
+        let mut staging: Vec<T> = vec![T::zeroed(); (MAX_STEP / elem).min(total)];
         let mut remaining = count;
         while remaining > 0 {
             let remaining_elems = usize::try_from(remaining).unwrap_or(usize::MAX);
@@ -573,11 +577,10 @@ impl Input<'_> {
                     .map_err(|_| DecodeError::invalid("payload too large for memory"))?;
             }
             let step = (out.capacity() - out.len())
-                .min(MAX_STEP / elem)
+                .min(staging.len())
                 .min(remaining_elems);
-            let start = out.len();
-            out.resize(start + step, T::zeroed());
-            self.fill(bytemuck::cast_slice_mut(&mut out[start..]), field_end)?;
+            self.fill(bytemuck::cast_slice_mut(&mut staging[..step]), field_end)?;
+            out.extend_from_slice(&staging[..step]);
             remaining -= u64_of(step);
         }
         Ok(out)
