@@ -346,10 +346,17 @@ impl Replicator {
             if frames.is_empty() {
                 return Ok(());
             }
+            let read: u64 = frames.iter().map(|f| f.bytes.len() as u64).sum();
             self.upload_segment(&current, &frames, report)?;
             if let Some(c) = self.current.as_mut() {
                 c.offset = end;
                 c.next_seq = frames.last().map_or(c.next_seq, RawFrame::end_seq);
+            }
+            if read < self.config.max_segment_bytes {
+                // Caught up with the log as it was; what was written
+                // during the upload goes with the next round (one segment
+                // per round keeps the manifest small).
+                return Ok(());
             }
         }
     }
