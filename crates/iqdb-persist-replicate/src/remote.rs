@@ -134,13 +134,16 @@ impl Remote {
     }
 
     /// Uploads `len` bytes read from `reader` as one object (in parts when
-    /// large), returning the CRC-32 of what was sent.
+    /// large), returning the CRC-32 of what was sent. `tick` runs between
+    /// parts (outside the runtime, so it may make requests of its own: the
+    /// replicator renews its lease there).
     pub(crate) fn put_stream(
         &self,
         key: &str,
         reader: &mut dyn Read,
         len: u64,
         progress: &dyn Progress,
+        tick: &mut dyn FnMut() -> Result<()>,
     ) -> Result<u32> {
         let path = self.path(key);
         let io = |e| ReplicateError::store(format!("uploading {path}"), e);
@@ -160,33 +163,43 @@ impl Remote {
             progress.advance(len);
             return Ok(crc.finalize());
         }
-        self.rt.block_on(async {
-            let upload = self.store.put_multipart(&path).await.map_err(io)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            let mut left = len;
-            let mut buf = vec![0u8; 1 << 20];
-            let result: Result<()> = async {
-                while left > 0 {
-                    let n = buf.len().min(left as usize);
-                    reader.read_exact(&mut buf[..n]).map_err(read_err)?;
-                    crc.update(&buf[..n]);
-                    writer.wait_for_capacity(4).await.map_err(io)?;
-                    writer.write(&buf[..n]);
-                    left -= n as u64;
-                    progress.advance(n as u64);
+        let upload = self
+            .rt
+            .block_on(self.store.put_multipart(&path))
+            .map_err(io)?;
+        // Parts are uploaded by tasks spawned on the runtime.
+        let _runtime = self.rt.enter();
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut left = len;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut since_tick = 0usize;
+        let result: Result<()> = (|| {
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                reader.read_exact(&mut buf[..n]).map_err(read_err)?;
+                crc.update(&buf[..n]);
+                self.rt.block_on(writer.wait_for_capacity(4)).map_err(io)?;
+                writer.write(&buf[..n]);
+                left -= n as u64;
+                progress.advance(n as u64);
+                since_tick += n;
+                if since_tick >= PART_SIZE {
+                    since_tick = 0;
+                    tick()?;
                 }
-                Ok(())
             }
-            .await;
-            match result {
-                Ok(()) => writer.finish().await.map(drop).map_err(io),
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    Err(e)
-                }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.rt.block_on(writer.finish()).map_err(io)?;
+                Ok(crc.finalize())
             }
-        })?;
-        Ok(crc.finalize())
+            Err(e) => {
+                let _ = self.rt.block_on(writer.abort());
+                Err(e)
+            }
+        }
     }
 
     /// Streams an object into `out`, returning its length and CRC-32.
@@ -254,4 +267,57 @@ impl Remote {
 /// `PutMode::Update` for an object read with this version.
 pub(crate) fn update_mode(e_tag: Option<String>, version: Option<String>) -> PutMode {
     PutMode::Update(UpdateVersion { e_tag, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    #[test]
+    fn long_uploads_tick_between_parts_and_round_trip() {
+        let remote = Remote::new(Arc::new(object_store::memory::InMemory::new()), "p")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let mut ticks = 0;
+        let crc = remote
+            .put_stream(
+                "big",
+                &mut data.as_slice(),
+                data.len() as u64,
+                &NoProgress,
+                &mut || {
+                    ticks += 1;
+                    Ok(())
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(crc, crc32fast::hash(&data));
+        assert_eq!(ticks, 2, "one tick per 8 MiB part");
+        let mut back = Vec::new();
+        let (len, crc2) = remote
+            .get_stream("big", &mut back, &NoProgress)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((len, crc2), (data.len() as u64, crc));
+        assert!(back == data);
+        // A failing tick aborts the upload: nothing is stored.
+        let err = remote.put_stream(
+            "aborted",
+            &mut data.as_slice(),
+            data.len() as u64,
+            &NoProgress,
+            &mut || {
+                Err(ReplicateError::LeaseLost {
+                    reason: "test".into(),
+                })
+            },
+        );
+        assert!(err.is_err());
+        assert!(
+            remote
+                .get("aborted")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+    }
 }

@@ -461,9 +461,16 @@ impl Replicator {
             let len = fingerprint.len;
             self.progress.begin(&format!("snapshot {id}"), len);
             let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
-            let crc = self
-                .remote
-                .put_stream(&key, &mut reader, len, self.progress.as_ref());
+            let (remote, lease) = (&self.remote, &mut self.lease);
+            // A long upload must not outlive the lease.
+            let mut renew = || {
+                lease.check()?;
+                if lease.renewal_due() {
+                    lease.renew(remote)?;
+                }
+                Ok(())
+            };
+            let crc = remote.put_stream(&key, &mut reader, len, self.progress.as_ref(), &mut renew);
             self.progress.end();
             let crc = crc?;
             self.manifest.next_ordinal = ordinal + 1;
