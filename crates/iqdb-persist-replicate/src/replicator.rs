@@ -225,12 +225,23 @@ impl Replicator {
         let remote = replica.remote;
         let me = Identity::current();
         let existing = read_manifest(&remote)?;
-        let min_epoch = existing.as_ref().map_or(0, |(m, _)| m.epoch);
-        let lease = Lease::acquire(&remote, &me, config.lease_ttl, min_epoch)?;
         let database = config.database.file_name().map_or_else(
             || "db.iqdb".to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
+        if let Some((m, _)) = &existing
+            && !m.generations.is_empty()
+            && m.database != database
+        {
+            // Retention would soon delete the other database's history.
+            return Err(ReplicateError::invalid(format!(
+                "{}: the replica holds database {:?}, not {database:?}; use another prefix for each database",
+                remote.prefix(),
+                m.database
+            )));
+        }
+        let min_epoch = existing.as_ref().map_or(0, |(m, _)| m.epoch);
+        let lease = Lease::acquire(&remote, &me, config.lease_ttl, min_epoch)?;
         let (manifest, manifest_version) = match existing {
             Some((m, v)) => (m, Some(v)),
             None => (Manifest::new(&database), None),
@@ -253,7 +264,12 @@ impl Replicator {
         this.manifest.database = database;
         // Fencing: the manifest now carries our epoch, so a writer that
         // still thinks it holds the lease fails its next conditional write.
-        this.commit()?;
+        if let Err(e) = this.commit() {
+            if !e.is_lease_loss() {
+                let _ = this.release();
+            }
+            return Err(e);
+        }
         Ok(this)
     }
 

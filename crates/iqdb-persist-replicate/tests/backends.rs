@@ -546,3 +546,24 @@ fn run_ships_within_the_interval_and_releases_on_stop() {
     assert!(open(&url).lease().unwrap().unwrap().released);
     let _ = StoreOptions::default();
 }
+
+#[test]
+fn a_replica_serves_one_database() {
+    let url = memory_url("one-db");
+    let db = TestDb::new();
+    let mut r = replicator(&url, &db);
+    r.sync().unwrap();
+    r.release().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.iqdb");
+    std::fs::copy(&db.path, &other).unwrap();
+    std::fs::copy(
+        iqdb_persist::PersistConfig::new(&db.path).wal_path(),
+        iqdb_persist::PersistConfig::new(&other).wal_path(),
+    )
+    .unwrap();
+    let err = Replicator::new(open(&url), ReplicatorConfig::new(&other)).unwrap_err();
+    assert!(err.to_string().contains("another prefix"), "{err}");
+    // The refusal left the lease free.
+    replicator(&url, &db).release().unwrap();
+}
