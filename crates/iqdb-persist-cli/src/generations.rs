@@ -51,6 +51,9 @@ pub fn run(args: &GenerationsArgs, ctx: &mut Context<'_>) -> CliResult {
     let lease = replica
         .lease()
         .map_err(|e| replicate_error("reading the lease", &e))?;
+    let unlisted = replica
+        .unlisted_objects()
+        .map_err(|e| replicate_error("listing the replica", &e))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -103,6 +106,7 @@ pub fn run(args: &GenerationsArgs, ctx: &mut Context<'_>) -> CliResult {
             "updated_at": format_time(manifest.updated_at_ms),
             "lease": lease_json,
             "generations": gens,
+            "unlisted_objects": unlisted,
             "exit_code": 0,
         });
         output::write_json(ctx.out, &doc)?;
@@ -137,6 +141,16 @@ pub fn run(args: &GenerationsArgs, ctx: &mut Context<'_>) -> CliResult {
             format!("free (last holder {}, epoch {})", l.owner, l.epoch),
         )?,
         None => output::kv(out, "lease", "none")?,
+    }
+    if !unlisted.is_empty() {
+        output::kv(
+            out,
+            "unlisted objects",
+            format!(
+                "{} (interrupted or in-flight uploads; the next replicator removes stale ones)",
+                unlisted.len()
+            ),
+        )?;
     }
     let mut table = Table::new();
     table.set_header(vec![

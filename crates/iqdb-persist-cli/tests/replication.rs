@@ -114,6 +114,7 @@ fn end_to_end(target: &Target) {
     assert_eq!(gens[1]["end_seq"], 11);
     assert_eq!(v["lease"]["active"], false);
     assert_eq!(v["database"], "db.iqdb");
+    assert_eq!(v["unlisted_objects"].as_array().map(Vec::len), Some(0));
     let (code, out, _) = run(&mut target.cmd(&["generations", &target.url]));
     assert_eq!(code, 0);
     assert!(out.contains("2 generation(s)"), "{out}");
@@ -342,6 +343,7 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
     let replica = target.replica();
     let mut last_end = 0u64;
     let (mut mid_snapshot, mut restored_points) = (0u64, 0u64);
+    let (mut killed_with_snapshot, mut killed_with_segment) = (0u64, 0u64);
     for iteration in 0..iterations {
         let context = format!("iteration {iteration} (seed {seed})");
         let interval = 10 + rng.next_u64() % 60;
@@ -378,6 +380,14 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
             mid_snapshot += 1;
             continue;
         };
+        // Uploads the kill interrupted (or that landed after it, uncommitted).
+        let unlisted = replica.unlisted_objects().unwrap();
+        if unlisted.iter().any(|k| k.ends_with("snapshot.iqdb")) {
+            killed_with_snapshot += 1;
+        }
+        if unlisted.iter().any(|k| k.ends_with(".seg")) {
+            killed_with_segment += 1;
+        }
         let latest = manifest
             .generations
             .last()
@@ -425,9 +435,12 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
     assert_eq!(report.end_seq, db.next_seq());
     check_restored(&report.path, report.end_seq);
     eprintln!(
-        "kill -9 loop: {iterations} kills, {restored_points} restores checked, {mid_snapshot} before the first manifest, {} operations replicated",
+        "kill -9 loop: {iterations} kills, {restored_points} restores checked, {mid_snapshot} before the first manifest, \
+         {killed_with_snapshot} left an uncommitted snapshot, {killed_with_segment} an uncommitted segment; {} operations replicated",
         report.end_seq - 1
     );
+    // The clean run removed the leftovers of every killed writer.
+    assert_eq!(replica.unlisted_objects().unwrap(), Vec::<String>::new());
 }
 
 fn iterations(default: u64) -> u64 {

@@ -154,6 +154,35 @@ impl Replica {
         Ok(replicator::read_manifest(&self.remote)?.map(|(m, _)| m))
     }
 
+    /// Keys (relative to the prefix) of the objects under `generations/`
+    /// that the manifest does not list: leftovers of interrupted uploads or
+    /// of fenced writers (the next replicator removes those of its epoch or
+    /// older), or a running replicator's uploads not yet committed.
+    ///
+    /// # Errors
+    ///
+    /// Store errors, a damaged manifest.
+    pub fn unlisted_objects(&self) -> Result<Vec<String>> {
+        let manifest = self.manifest()?;
+        let listed: std::collections::HashSet<&str> = manifest
+            .iter()
+            .flat_map(|m| m.generations.iter())
+            .flat_map(|g| {
+                std::iter::once(g.snapshot.key.as_str())
+                    .chain(g.segments.iter().map(|s| s.key.as_str()))
+            })
+            .collect();
+        let mut out: Vec<String> = self
+            .remote
+            .list(manifest::GENERATIONS_DIR)?
+            .iter()
+            .map(|m| self.remote.key_of(&m.location))
+            .filter(|k| !listed.contains(k.as_str()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The lease object, if any.
     ///
     /// # Errors
