@@ -41,6 +41,12 @@ pub struct ReplicatorConfig {
     /// Largest segment object (frames beyond are shipped in further
     /// segments; default 16 MiB).
     pub max_segment_bytes: u64,
+    /// When the generation being shipped lists more segments than this
+    /// (default 256), all but its newest 32 are merged into segments of up
+    /// to `max_segment_bytes`, re-read from the local log, so the manifest
+    /// stays small however long a generation lives. Restores to a time
+    /// inside a merged segment then stop at its start.
+    pub max_segments: usize,
 }
 
 impl ReplicatorConfig {
@@ -54,6 +60,7 @@ impl ReplicatorConfig {
             retain_generations: Some(2),
             retain_for: None,
             max_segment_bytes: 16 << 20,
+            max_segments: 256,
         }
     }
 
@@ -85,6 +92,8 @@ pub struct SyncReport {
     pub pruned_generations: u64,
     /// Objects deleted (pruned generations and orphans).
     pub deleted_objects: u64,
+    /// Segments merged into fewer, larger ones.
+    pub merged_segments: u64,
 }
 
 /// A committed manifest, as [`Replicator::on_commit`] reports it.
@@ -165,6 +174,8 @@ pub struct Replicator {
     on_commit: Option<CommitHook>,
     rounds_since_sweep: u64,
     swept: bool,
+    /// Keys of segments merged away, deleted after the next commit.
+    replaced: Vec<String>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -260,6 +271,7 @@ impl Replicator {
             on_commit: None,
             rounds_since_sweep: 0,
             swept: false,
+            replaced: Vec::new(),
         };
         this.manifest.database = database;
         // Fencing: the manifest now carries our epoch, so a writer that
@@ -312,9 +324,18 @@ impl Replicator {
             self.start_generation(&mut report)?;
         }
         self.ship(&mut report)?;
+        self.compact(&mut report)?;
         if self.dirty {
             self.commit()?;
             report.committed = true;
+            if !self.replaced.is_empty() {
+                // Merged away: no committed manifest lists them now.
+                let paths = std::mem::take(&mut self.replaced)
+                    .iter()
+                    .map(|k| self.remote.path(k))
+                    .collect();
+                report.deleted_objects += self.remote.delete(paths)?;
+            }
             self.prune(&mut report)?;
         }
         self.rounds_since_sweep += 1;
@@ -593,6 +614,109 @@ impl Replicator {
         }))
     }
 
+    /// Merges the current generation's older segments when it has too
+    /// many (see [`ReplicatorConfig::max_segments`]). The frames come from
+    /// the local log and must match what was shipped (frame count and CRC
+    /// per segment); if anything differs, nothing is merged.
+    fn compact(&mut self, report: &mut SyncReport) -> Result<()> {
+        let Some(current) = self.current.clone() else {
+            return Ok(());
+        };
+        let max = self.config.max_segments.max(4);
+        let Some(idx) = self
+            .manifest
+            .generations
+            .iter()
+            .position(|g| g.id == current.id)
+        else {
+            return Ok(());
+        };
+        let segments = self.manifest.generations[idx].segments.clone();
+        if segments.len() <= max {
+            return Ok(());
+        }
+        let mergeable = segments.len() - (max / 2).min(32);
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut bytes) = (0usize, 0u64);
+        for (i, seg) in segments.iter().enumerate().take(mergeable) {
+            if i > start && bytes + seg.len > self.config.max_segment_bytes {
+                groups.push(start..i);
+                start = i;
+                bytes = 0;
+            }
+            bytes += seg.len;
+        }
+        groups.push(start..mergeable);
+        groups.retain(|g| g.len() >= 2);
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mut cursor = LogCursor {
+            fs: self.fs.clone(),
+            wal: self.config.wal_path(),
+            current: current.clone(),
+            offset: 0,
+            pending: std::collections::VecDeque::new(),
+        };
+        let epoch = self.lease.epoch();
+        let mut merged: Vec<(std::ops::Range<usize>, SegmentObject)> = Vec::new();
+        for range in groups {
+            let mut frames = Vec::new();
+            for seg in &segments[range.clone()] {
+                let Some(seg_frames) = cursor.take(seg)? else {
+                    tracing::warn!(
+                        "the local log does not match the shipped segments; not merging"
+                    );
+                    return Ok(());
+                };
+                frames.extend(seg_frames);
+            }
+            let (bytes, header) = format::encode_segment(&frames);
+            let key =
+                self.manifest.generations[idx].segment_key(header.first_seq, header.end_seq, epoch);
+            let len = bytes.len() as u64;
+            self.remote.put_data(&key, bytes)?;
+            report.bytes += len;
+            let shipped_at_ms = segments[range.end - 1].shipped_at_ms;
+            merged.push((
+                range,
+                SegmentObject {
+                    key,
+                    first_seq: header.first_seq,
+                    end_seq: header.end_seq,
+                    frames: header.frames,
+                    len,
+                    crc32: header.body_crc,
+                    shipped_at_ms,
+                },
+            ));
+        }
+        let mut out = Vec::with_capacity(segments.len());
+        let mut i = 0;
+        let mut groups = merged.into_iter().peekable();
+        while i < segments.len() {
+            if let Some((range, _)) = groups.peek()
+                && range.start == i
+            {
+                let (range, seg) = groups.next().unwrap_or_else(|| unreachable!());
+                for old in &segments[range.clone()] {
+                    if old.key != seg.key {
+                        self.replaced.push(old.key.clone());
+                    }
+                }
+                report.merged_segments += range.len() as u64;
+                out.push(seg);
+                i = range.end;
+            } else {
+                out.push(segments[i].clone());
+                i += 1;
+            }
+        }
+        self.manifest.generations[idx].segments = out;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Writes the manifest, conditional on the version last read or
     /// written.
     fn commit(&mut self) -> Result<()> {
@@ -861,6 +985,57 @@ impl Drop for ReplicatorHandle {
         if let Some(Ok(thread)) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Reads the local log's frames in order, segment by segment.
+struct LogCursor {
+    fs: Arc<dyn FileSystem>,
+    wal: PathBuf,
+    current: Current,
+    offset: u64,
+    pending: std::collections::VecDeque<RawFrame>,
+}
+
+impl LogCursor {
+    /// The frames of a shipped segment, if the local log still holds them
+    /// exactly as shipped.
+    fn take(&mut self, seg: &SegmentObject) -> Result<Option<Vec<RawFrame>>> {
+        let mut frames = Vec::new();
+        let mut crc = crc32fast::Hasher::new();
+        let mut next = seg.first_seq;
+        while next < seg.end_seq {
+            if self.pending.is_empty() {
+                let read =
+                    inspect::read_log_frames(self.fs.as_ref(), &self.wal, self.offset, 8 << 20)
+                        .map_err(|e| {
+                            ReplicateError::persist(format!("reading {}", self.wal.display()), e)
+                        })?;
+                let Some((header, read, end)) = read else {
+                    return Ok(None);
+                };
+                if !same_log(&header, &self.current) || read.is_empty() {
+                    return Ok(None);
+                }
+                self.offset = end;
+                self.pending.extend(read);
+            }
+            let Some(frame) = self.pending.pop_front() else {
+                return Ok(None);
+            };
+            if frame.first_seq < seg.first_seq {
+                continue;
+            }
+            if frame.first_seq != next {
+                return Ok(None);
+            }
+            crc.update(&frame.bytes);
+            next = frame.end_seq();
+            frames.push(frame);
+        }
+        let ok =
+            next == seg.end_seq && frames.len() as u64 == seg.frames && crc.finalize() == seg.crc32;
+        Ok(ok.then_some(frames))
     }
 }
 

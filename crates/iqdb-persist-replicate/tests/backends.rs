@@ -567,3 +567,55 @@ fn a_replica_serves_one_database() {
     // The refusal left the lease free.
     replicator(&url, &db).release().unwrap();
 }
+
+#[test]
+fn old_segments_are_merged_so_the_manifest_stays_small() {
+    let url = memory_url("compact");
+    let mut db = TestDb::new();
+    let mut config = ReplicatorConfig::new(&db.path);
+    config.max_segments = 6;
+    config.max_segment_bytes = 3000;
+    let mut r = Replicator::new(open(&url), config).unwrap();
+    r.sync().unwrap();
+    let mut merged = 0;
+    let mut checkpoints = Vec::new();
+    for round in 0..30 {
+        if round % 4 == 3 {
+            db.batch(3);
+        } else {
+            db.insert(1 + round % 2);
+        }
+        let report = r.sync().unwrap();
+        merged += report.merged_segments;
+        checkpoints.push(db.next_seq());
+        let segments = &r.manifest().generations[0].segments;
+        assert!(
+            segments.len() <= 6 + 1,
+            "round {round}: {} segments",
+            segments.len()
+        );
+        // Contiguous.
+        for w in segments.windows(2) {
+            assert_eq!(w[0].end_seq, w[1].first_seq);
+        }
+    }
+    assert!(merged > 0);
+    assert!(
+        r.manifest().generations[0]
+            .segments
+            .iter()
+            .any(|s| s.len > 1000)
+    );
+    r.release().unwrap();
+    // Merged-away objects are gone; every point still restores.
+    assert_eq!(open(&url).unlisted_objects().unwrap(), Vec::<String>::new());
+    for end in [2, checkpoints[10], checkpoints[29]] {
+        let (_o, report) = restore(&url, RestoreTarget::Sequence(end - 1));
+        assert_eq!(report.end_seq, end);
+        check_restored(&report.path, end);
+    }
+    // A restarted replicator continues the merged generation.
+    let mut r = replicator(&url, &db);
+    assert!(r.sync().unwrap().continued_generation.is_some());
+    r.release().unwrap();
+}
