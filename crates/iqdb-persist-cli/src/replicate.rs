@@ -325,6 +325,13 @@ fn print_round(
             report.end_seq
         )?;
     }
+    if report.merged_segments > 0 {
+        writeln!(
+            out,
+            "  merged {} old segment(s) into larger ones",
+            report.merged_segments
+        )?;
+    }
     if report.pruned_generations > 0 || report.deleted_objects > 0 {
         writeln!(
             out,
