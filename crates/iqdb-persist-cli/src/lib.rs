@@ -12,6 +12,9 @@
 //! | `repair PATH` | cuts a torn log tail (or, with `--salvage`, a corrupt one), keeping a backup | yes, explicitly |
 //! | `bench` | save/load/log throughput beside the raw disk's | only in its own directory |
 //! | `demo` | builds, saves, crashes a writer with SIGKILL, recovers and checks everything | only in its own directory |
+//! | `replicate PATH --to URL` | ships the snapshot and log to object storage continuously (S3, `file://`) | no (the replica only) |
+//! | `restore URL --to DIR` | rebuilds a database from its replica, to the latest point, a sequence number or a time | only DIR (absent or empty) |
+//! | `generations URL` | lists a replica's generations, sequence ranges, times, sizes and lease | no |
 //!
 //! `PATH` is always the snapshot; its log is `PATH.wal`. A path ending in
 //! `.wal` is taken as the log, with the snapshot beside it.
@@ -68,10 +71,13 @@ use iqdb_persist::PersistError;
 pub mod bench;
 pub mod demo;
 mod examine;
+pub mod generations;
 pub mod inspect;
 mod output;
 pub mod registry;
 pub mod repair;
+pub mod replicate;
+pub mod restore;
 pub mod verify;
 pub mod wal;
 
@@ -235,6 +241,9 @@ const TOP_EXAMPLES: &str = concat!(
   iqdb-persist wal dump data/vectors.iqdb --limit 20
   iqdb-persist repair data/vectors.iqdb --dry-run
   iqdb-persist demo
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
+  iqdb-persist restore s3://backups/vectors --to /srv/restored --at 120000
+  iqdb-persist generations s3://backups/vectors
 
 ",
     exit_codes!()
@@ -245,8 +254,8 @@ const TOP_EXAMPLES: &str = concat!(
 #[command(
     name = "iqdb-persist",
     version,
-    about = "Inspect, verify, dump, repair and benchmark iqdb-persist databases",
-    long_about = "Inspect, verify, dump, repair and benchmark iqdb-persist databases.\n\n\
+    about = "Inspect, verify, dump, repair, benchmark and replicate iqdb-persist databases",
+    long_about = "Inspect, verify, dump, repair, benchmark and replicate iqdb-persist databases.\n\n\
         PATH is a database's snapshot file; its write-ahead log is PATH.wal. Only \
         `repair` changes a database, and only when asked. Human-readable output by \
         default; --json for scripts.",
@@ -281,6 +290,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Build, save, crash a writer with SIGKILL, recover, and check every write.
     Demo(demo::DemoArgs),
+    /// Ship the snapshot and log to object storage continuously (S3, file://).
+    Replicate(replicate::ReplicateArgs),
+    /// Rebuild a database from its replica (latest, --at SEQ or --at TIME).
+    Restore(restore::RestoreArgs),
+    /// List a replica's generations, sequence ranges, times, sizes and lease.
+    Generations(generations::GenerationsArgs),
     /// The writer process of `demo` (internal).
     #[command(name = "__demo-writer", hide = true)]
     DemoWriter(demo::WriterArgs),
@@ -322,6 +337,9 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         Command::Bench(args) => bench::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::DemoWriter(args) => demo::run_writer(args, ctx),
+        Command::Replicate(args) => replicate::run(args, ctx),
+        Command::Restore(args) => restore::run(args, ctx),
+        Command::Generations(args) => generations::run(args, ctx),
     }
 }
 

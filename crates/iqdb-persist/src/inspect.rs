@@ -533,6 +533,34 @@ pub struct RawFrame {
 }
 
 impl RawFrame {
+    /// A v2 frame from its stored bytes (head and body), for example as
+    /// shipped elsewhere and downloaded again: checks its length and
+    /// checksum and decodes its body for the sequence number and operation
+    /// count. `offset` is 0 (the frame is in no file); [`write_log`] places
+    /// it.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        use crate::wal::format::{FRAME_HEAD_LEN, V2_BODY_PREFIX};
+        let head = FRAME_HEAD_LEN as usize;
+        let bad = |reason| PersistError::InvalidPayload { reason };
+        if bytes.len() < head + V2_BODY_PREFIX + 1 {
+            return Err(bad("frame is too short to be a v2 frame"));
+        }
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if len != bytes.len() - head {
+            return Err(bad("frame length field does not match its bytes"));
+        }
+        let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        crate::checksum::verify(&bytes[head..], stored)?;
+        let body = wal::format::decode_body(2, &bytes[head..])?;
+        let first_seq = body.first_seq.ok_or(bad("frame has no sequence number"))?;
+        Ok(Self {
+            offset: 0,
+            first_seq,
+            operations: body.ops.len() as u64,
+            bytes,
+        })
+    }
+
     /// The sequence number after its last operation.
     #[must_use]
     pub fn end_seq(&self) -> u64 {

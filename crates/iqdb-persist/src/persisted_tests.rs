@@ -700,6 +700,20 @@ fn log_frames_rebuild_into_a_loadable_log() -> Result<()> {
         let db = PersistedIndex::<MiniIndex>::load(copy)?;
         assert_eq!(db.index(), &states[keep], "first {keep} frames");
     }
+    // Frames rebuilt from their bytes (as downloaded) are the same frames,
+    // but for the offset; damaged bytes are refused.
+    for frame in &frames {
+        let rebuilt = crate::inspect::RawFrame::from_bytes(frame.bytes.clone())?;
+        assert_eq!(rebuilt.first_seq, frame.first_seq);
+        assert_eq!(rebuilt.operations, frame.operations);
+        assert_eq!(rebuilt.bytes, frame.bytes);
+        assert_eq!(rebuilt.offset, 0);
+        let mut damaged = frame.bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(crate::inspect::RawFrame::from_bytes(damaged).is_err());
+        assert!(crate::inspect::RawFrame::from_bytes(frame.bytes[..last].to_vec()).is_err());
+    }
     // Frames out of order are refused.
     let other = dir();
     let refused = crate::inspect::write_log(

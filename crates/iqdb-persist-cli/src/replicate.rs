@@ -1,0 +1,359 @@
+//! `replicate PATH --to URL`: ships a WAL-mode database to object storage
+//! continuously (see the `iqdb-persist-replicate` crate and
+//! docs/REPLICATION.md), until Ctrl-C (or SIGTERM), `--once` or `--for`.
+//!
+//! Also the pieces `restore` and `generations` share: the store flags,
+//! durations, and the exit status of a replication error.
+//!
+//! Exit code: 0 after a clean stop, 4 when another replicator holds the
+//! replica's lease (or took it over while this one ran), 3 for store and
+//! network errors, 2 for a bad URL or duration, 5 for a database that
+//! cannot be replicated (not WAL mode, WAL v1).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::ProgressBar;
+use iqdb_persist_replicate::{
+    Progress, Replica, ReplicaUrl, ReplicateError, Replicator, ReplicatorConfig, StoreOptions,
+    SyncReport,
+};
+use serde_json::json;
+
+use crate::output;
+use crate::{CliError, CliResult, Context, Status, exit_codes};
+
+/// Where the replica is and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// S3 endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL; else AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3 region (else AWS_REGION; else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (else AWS_ALLOW_HTTP).
+    #[arg(long)]
+    pub allow_http: bool,
+}
+
+impl StoreArgs {
+    /// The store options (credentials come from the environment).
+    #[must_use]
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http.then_some(true),
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// Opens a replica, with a bad URL as a usage error.
+pub(crate) fn open_replica(url: &str, store: &StoreArgs) -> Result<Replica, CliError> {
+    ReplicaUrl::parse(url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
+    Replica::open(url, &store.options()).map_err(|e| replicate_error("", &e))
+}
+
+/// A replication error as a command error, with its exit status.
+pub(crate) fn replicate_error(context: &str, error: &ReplicateError) -> CliError {
+    let status = match error {
+        ReplicateError::Corrupt { .. } => Status::Corrupt,
+        ReplicateError::LeaseHeld { .. }
+        | ReplicateError::LeaseLost { .. }
+        | ReplicateError::Fenced { .. } => Status::Locked,
+        ReplicateError::Store { .. }
+        | ReplicateError::Io { .. }
+        | ReplicateError::NotFound { .. } => Status::Io,
+        ReplicateError::Persist { source, .. } => Status::of_error(source),
+        _ => Status::Failed,
+    };
+    let message = if context.is_empty() {
+        error.to_string()
+    } else {
+        format!("{context}: {error}")
+    };
+    CliError::new(status, message)
+}
+
+/// Parses `500ms`, `1s`, `2.5m`, `3h`, `7d` (a bare number is seconds).
+///
+/// # Errors
+///
+/// A message for anything else.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 1s, 5m, 2h, 7d)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    if !seconds.is_finite() || !(0.0..=1e10).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Progress bars for transfers (hidden unless enabled).
+pub(crate) struct Bars {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, what: &str, total: u64) {
+        // Small transfers (log segments) are not worth a bar.
+        if !self.enabled || total < (1 << 20) {
+            return;
+        }
+        let bar = output::bar(true, total, what);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:<28} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        *self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar);
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            bar.inc(bytes);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(bar) = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Arguments of `replicate`.
+#[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "Examples:
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --once
+  iqdb-persist replicate data/vectors.iqdb --to file:///mnt/backup/vectors --interval 5s --retain 3 --retain-for 7d
+
+Endpoint, region and credentials come from --endpoint/--region/--allow-http and
+AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
+
+",
+    exit_codes!()
+))]
+pub struct ReplicateArgs {
+    /// The database's snapshot file (WAL mode; its log is PATH.wal).
+    pub path: PathBuf,
+    /// The replica: s3://BUCKET/PREFIX, file:///DIR or memory://NAME.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// How often new log frames are shipped.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Keep at least this many newest generations (snapshot + log).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retain: usize,
+    /// Also keep what restoring to any moment this far back needs (e.g. 7d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retain_for: Option<Duration>,
+    /// The lease's time to live; another replicator may take over this long
+    /// after this one stops renewing it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Ship what is there now, then stop.
+    #[arg(long, conflicts_with = "for_")]
+    pub once: bool,
+    /// Run this long, then stop.
+    #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// Store flags.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Runs `replicate`.
+///
+/// # Errors
+///
+/// A held lease, store errors, a database that cannot be replicated.
+pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
+    if args.retain == 0 {
+        return Err(CliError::new(Status::Usage, "--retain must be at least 1"));
+    }
+    let replica = open_replica(&args.to, &args.store)?;
+    let url = replica.url().to_string();
+    let mut config = ReplicatorConfig::new(&args.path);
+    config.interval = args.interval;
+    config.lease_ttl = args.lease_ttl;
+    config.retain_generations = Some(args.retain);
+    config.retain_for = args.retain_for;
+    let mut replicator = Replicator::new(replica, config)
+        .map_err(|e| replicate_error(&args.path.display().to_string(), &e))?;
+    replicator.set_progress(Arc::new(Bars::new(ctx.progress)));
+    let epoch = replicator.epoch();
+    if !ctx.json {
+        writeln!(
+            ctx.out,
+            "Replicating {} to {url} (lease epoch {epoch}, every {}){}",
+            args.path.display(),
+            output::duration(args.interval),
+            if args.once { "" } else { "; Ctrl-C stops" }
+        )?;
+        ctx.out.flush()?;
+    }
+    let stop = Arc::new(AtomicBool::new(args.once));
+    if !args.once {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
+                CliError::new(Status::Failed, format!("installing a signal handler: {e}"))
+            })?;
+        }
+    }
+    let started = Instant::now();
+    let until = args.for_.map(|d| started + d);
+    let json = ctx.json;
+    let out = &mut *ctx.out;
+    let mut last_generation: Option<String> = None;
+    let result = replicator.run(&stop, until, |report: &SyncReport| {
+        if json {
+            return;
+        }
+        let _ = print_round(out, report, &mut last_generation);
+    });
+    let summary = result.map_err(|e| replicate_error("replication stopped", &e))?;
+    let stopped = stop.load(Ordering::SeqCst);
+    if ctx.json {
+        let doc = json!({
+            "path": args.path.display().to_string(),
+            "url": url,
+            "epoch": summary.epoch,
+            "rounds": summary.rounds,
+            "generations_started": summary.generations,
+            "segments": summary.segments,
+            "frames": summary.frames,
+            "bytes": summary.bytes,
+            "commits": summary.commits,
+            "errors_retried": summary.errors,
+            "end_seq": summary.end_seq,
+            "elapsed_secs": started.elapsed().as_secs_f64(),
+            "stopped_by": if args.once { "once" } else if stopped { "signal" } else { "for" },
+            "exit_code": 0,
+        });
+        output::write_json(ctx.out, &doc)?;
+    } else {
+        writeln!(
+            ctx.out,
+            "Stopped after {}: {} round(s), {} generation(s) started, {} segment(s), {} frame(s), {}; \
+             operations before sequence {} are in the replica. Lease released.",
+            output::duration(started.elapsed()),
+            summary.rounds,
+            summary.generations,
+            summary.segments,
+            summary.frames,
+            output::bytes(summary.bytes),
+            summary.end_seq
+        )?;
+        if summary.errors > 0 {
+            writeln!(
+                ctx.out,
+                "  WARNING  {} round(s) failed and were retried",
+                summary.errors
+            )?;
+        }
+    }
+    Ok(Status::Healthy)
+}
+
+use std::io::Write;
+
+fn print_round(
+    out: &mut dyn Write,
+    report: &SyncReport,
+    last_generation: &mut Option<String>,
+) -> std::io::Result<()> {
+    if let Some(g) = &report.new_generation {
+        writeln!(out, "  new generation {g} (snapshot uploaded)")?;
+        *last_generation = Some(g.clone());
+    }
+    if let Some(g) = &report.continued_generation {
+        writeln!(out, "  continuing generation {g}")?;
+    }
+    if report.frames > 0 {
+        writeln!(
+            out,
+            "  shipped {} frame(s) in {} segment(s), {}; replica ends before sequence {}",
+            report.frames,
+            report.segments,
+            output::bytes(report.bytes),
+            report.end_seq
+        )?;
+    }
+    if report.merged_segments > 0 {
+        writeln!(
+            out,
+            "  merged {} old segment(s) into larger ones",
+            report.merged_segments
+        )?;
+    }
+    if report.pruned_generations > 0 || report.deleted_objects > 0 {
+        writeln!(
+            out,
+            "  retention: {} generation(s) pruned, {} object(s) deleted",
+            report.pruned_generations, report.deleted_objects
+        )?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

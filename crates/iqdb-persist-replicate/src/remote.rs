@@ -1,0 +1,323 @@
+//! Blocking access to the replica's objects: every call runs on the
+//! replica's own tokio runtime.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult,
+    UpdateVersion, WriteMultipart,
+};
+
+use crate::error::{ReplicateError, Result};
+use crate::progress::Progress;
+
+/// Objects up to this size are uploaded with one PUT; larger ones in parts.
+pub(crate) const SINGLE_PUT_LIMIT: u64 = 16 << 20;
+/// Part size of multipart uploads.
+const PART_SIZE: usize = 8 << 20;
+
+/// The replica's store, key prefix and runtime.
+pub(crate) struct Remote {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object's bytes and version.
+pub(crate) struct Fetched {
+    pub bytes: Bytes,
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Remote {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("iqdb-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| ReplicateError::io("<tokio runtime>", e))?;
+        Ok(Self {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            rt,
+        })
+    }
+
+    /// The store's path of a key relative to the prefix.
+    pub(crate) fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// The key relative to the prefix of a store path.
+    pub(crate) fn key_of(&self, path: &Path) -> String {
+        let s = path.as_ref();
+        if self.prefix.is_empty() {
+            s.to_string()
+        } else {
+            s.strip_prefix(&self.prefix)
+                .map_or(s, |r| r.trim_start_matches('/'))
+                .to_string()
+        }
+    }
+
+    /// The prefix as the user named it.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// An object, or `None` when it does not exist.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Fetched>> {
+        let path = self.path(key);
+        self.rt.block_on(async {
+            match self.store.get(&path).await {
+                Ok(got) => {
+                    let e_tag = got.meta.e_tag.clone();
+                    let version = got.meta.version.clone();
+                    let bytes = got
+                        .bytes()
+                        .await
+                        .map_err(|e| ReplicateError::store(format!("reading {path}"), e))?;
+                    Ok(Some(Fetched {
+                        bytes,
+                        e_tag,
+                        version,
+                    }))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(ReplicateError::store(format!("reading {path}"), e)),
+            }
+        })
+    }
+
+    /// Writes an object; the store's own error is returned so that callers
+    /// can tell failed preconditions apart.
+    pub(crate) fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> std::result::Result<PutResult, object_store::Error> {
+        let path = self.path(key);
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.rt
+            .block_on(self.store.put_opts(&path, PutPayload::from(bytes), opts))
+    }
+
+    /// Writes an immutable data object (overwriting a leftover of the same
+    /// writer).
+    pub(crate) fn put_data(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put(key, bytes, PutMode::Overwrite)
+            .map(drop)
+            .map_err(|e| ReplicateError::store(format!("uploading {}", self.path(key)), e))
+    }
+
+    /// Uploads `len` bytes read from `reader` as one object (in parts when
+    /// large), returning the CRC-32 of what was sent. `tick` runs between
+    /// parts (outside the runtime, so it may make requests of its own: the
+    /// replicator renews its lease there).
+    pub(crate) fn put_stream(
+        &self,
+        key: &str,
+        reader: &mut dyn Read,
+        len: u64,
+        progress: &dyn Progress,
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<u32> {
+        let path = self.path(key);
+        let io = |e| ReplicateError::store(format!("uploading {path}"), e);
+        let read_err = |e| ReplicateError::io(format!("<source of {path}>"), e);
+        let mut crc = crc32fast::Hasher::new();
+        if len <= SINGLE_PUT_LIMIT {
+            let mut buf = Vec::with_capacity(len as usize);
+            reader.take(len).read_to_end(&mut buf).map_err(read_err)?;
+            if buf.len() as u64 != len {
+                return Err(ReplicateError::invalid(format!(
+                    "{path}: the source ended after {} of {len} bytes",
+                    buf.len()
+                )));
+            }
+            crc.update(&buf);
+            self.put_data(key, buf)?;
+            progress.advance(len);
+            return Ok(crc.finalize());
+        }
+        let upload = self
+            .rt
+            .block_on(self.store.put_multipart(&path))
+            .map_err(io)?;
+        // Parts are uploaded by tasks spawned on the runtime.
+        let _runtime = self.rt.enter();
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut left = len;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut since_tick = 0usize;
+        let result: Result<()> = (|| {
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                reader.read_exact(&mut buf[..n]).map_err(read_err)?;
+                crc.update(&buf[..n]);
+                self.rt.block_on(writer.wait_for_capacity(4)).map_err(io)?;
+                writer.write(&buf[..n]);
+                left -= n as u64;
+                progress.advance(n as u64);
+                since_tick += n;
+                if since_tick >= PART_SIZE {
+                    since_tick = 0;
+                    tick()?;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.rt.block_on(writer.finish()).map_err(io)?;
+                Ok(crc.finalize())
+            }
+            Err(e) => {
+                let _ = self.rt.block_on(writer.abort());
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams an object into `out`, returning its length and CRC-32.
+    pub(crate) fn get_stream(
+        &self,
+        key: &str,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u32)> {
+        let path = self.path(key);
+        let io = |e| ReplicateError::store(format!("downloading {path}"), e);
+        self.rt.block_on(async {
+            let got = self.store.get(&path).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => ReplicateError::corrupt(
+                    path.to_string(),
+                    "the manifest lists it, but it is missing",
+                ),
+                e => io(e),
+            })?;
+            let mut stream = got.into_stream();
+            let mut crc = crc32fast::Hasher::new();
+            let mut len = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(io)?;
+                crc.update(&chunk);
+                out.write_all(&chunk)
+                    .map_err(|e| ReplicateError::io(format!("<copy of {path}>"), e))?;
+                len += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+            }
+            Ok((len, crc.finalize()))
+        })
+    }
+
+    /// Every object under `key_prefix` (a key prefix relative to the
+    /// replica's prefix, ending at a path segment).
+    pub(crate) fn list(&self, key_prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let path = self.path(key_prefix);
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.store.list(Some(&path));
+            while let Some(meta) = stream.next().await {
+                out.push(meta.map_err(|e| ReplicateError::store(format!("listing {path}"), e))?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes objects (a missing one is not an error).
+    pub(crate) fn delete(&self, paths: Vec<Path>) -> Result<u64> {
+        self.rt.block_on(async {
+            let mut deleted = 0;
+            for path in paths {
+                match self.store.delete(&path).await {
+                    Ok(()) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(ReplicateError::store(format!("deleting {path}"), e)),
+                }
+            }
+            Ok(deleted)
+        })
+    }
+}
+
+/// `PutMode::Update` for an object read with this version.
+pub(crate) fn update_mode(e_tag: Option<String>, version: Option<String>) -> PutMode {
+    PutMode::Update(UpdateVersion { e_tag, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    #[test]
+    fn long_uploads_tick_between_parts_and_round_trip() {
+        let remote = Remote::new(Arc::new(object_store::memory::InMemory::new()), "p")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let mut ticks = 0;
+        let crc = remote
+            .put_stream(
+                "big",
+                &mut data.as_slice(),
+                data.len() as u64,
+                &NoProgress,
+                &mut || {
+                    ticks += 1;
+                    Ok(())
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(crc, crc32fast::hash(&data));
+        assert_eq!(ticks, 2, "one tick per 8 MiB part");
+        let mut back = Vec::new();
+        let (len, crc2) = remote
+            .get_stream("big", &mut back, &NoProgress)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((len, crc2), (data.len() as u64, crc));
+        assert!(back == data);
+        // A failing tick aborts the upload: nothing is stored.
+        let err = remote.put_stream(
+            "aborted",
+            &mut data.as_slice(),
+            data.len() as u64,
+            &NoProgress,
+            &mut || {
+                Err(ReplicateError::LeaseLost {
+                    reason: "test".into(),
+                })
+            },
+        );
+        assert!(err.is_err());
+        assert!(
+            remote
+                .get("aborted")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+    }
+}

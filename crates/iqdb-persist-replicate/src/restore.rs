@@ -1,0 +1,297 @@
+//! Restore: rebuilding a database from the replica.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iqdb_persist::SnapshotFingerprint;
+use iqdb_persist::inspect::{self, RawFrame};
+use iqdb_persist::storage::{FileSystem, StdFileSystem};
+
+use crate::error::{ReplicateError, Result};
+use crate::format;
+use crate::manifest::{Manifest, RestorePoint, RestoreTarget};
+use crate::progress::Progress;
+use crate::remote::Remote;
+
+/// Settings of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Where to stop.
+    pub target: RestoreTarget,
+    /// The snapshot's file name in the directory (default: the replicated
+    /// database's).
+    pub name: Option<String>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The restored snapshot (`PersistedIndex::load` it with the WAL on).
+    pub path: PathBuf,
+    /// The restored log.
+    pub wal: PathBuf,
+    /// The generation restored from.
+    pub generation: String,
+    /// The snapshot's base: operations from here on come from the log.
+    pub base_seq: u64,
+    /// Operations below this sequence number are restored.
+    pub end_seq: u64,
+    /// Segments applied.
+    pub segments: usize,
+    /// Log frames restored.
+    pub frames: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Set when the requested point could not be restored because an
+    /// object was damaged, and an earlier complete point was restored
+    /// instead: what was wrong.
+    pub fell_back: Option<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Restores `manifest`'s point for `options.target` into `dir`.
+pub(crate) fn restore(
+    remote: &Remote,
+    manifest: &Manifest,
+    dir: &Path,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    prepare_dir(dir)?;
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| manifest.database.clone());
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(ReplicateError::invalid(format!(
+            "{name:?} is not a file name"
+        )));
+    }
+    let path = dir.join(&name);
+    let wal = iqdb_persist::PersistConfig::new(&path).wal_path();
+    let Some(mut point) = manifest.restore_point(options.target) else {
+        return Err(ReplicateError::NotFound {
+            what: match options.target {
+                RestoreTarget::Latest => "the replica holds no generation yet".to_string(),
+                RestoreTarget::Sequence(s) => format!(
+                    "no generation of the replica holds sequence number {s} (see `generations`)"
+                ),
+                RestoreTarget::Time(ms) => format!(
+                    "the replica holds nothing committed at or before {}",
+                    crate::format_time(ms)
+                ),
+            },
+        });
+    };
+    let may_fall_back = options.target == RestoreTarget::Latest;
+    let mut fell_back: Option<String> = None;
+    loop {
+        match restore_point(remote, manifest, point, &path, &wal, progress) {
+            Ok(mut report) => {
+                report.fell_back = fell_back;
+                report.elapsed = started.elapsed();
+                return Ok(report);
+            }
+            Err(Failure { error, segments_ok }) => {
+                cleanup(&path, &wal);
+                if !may_fall_back || !error.is_corruption() {
+                    return Err(error);
+                }
+                let why = error.to_string();
+                tracing::warn!(error = %why, "restore falls back to an earlier point");
+                fell_back.get_or_insert(why);
+                point = match segments_ok {
+                    // A damaged segment: stop before it.
+                    Some(k) => {
+                        let g = &manifest.generations[point.generation];
+                        RestorePoint {
+                            generation: point.generation,
+                            segments: k,
+                            end_seq: if k == 0 {
+                                g.base_seq
+                            } else {
+                                g.segments[k - 1].end_seq
+                            },
+                        }
+                    }
+                    // A damaged snapshot: the previous generation.
+                    None if point.generation > 0 => {
+                        let i = point.generation - 1;
+                        let g = &manifest.generations[i];
+                        RestorePoint {
+                            generation: i,
+                            segments: g.segments.len(),
+                            end_seq: g.end_seq(),
+                        }
+                    }
+                    None => return Err(error),
+                };
+            }
+        }
+    }
+}
+
+struct Failure {
+    error: ReplicateError,
+    /// For a damaged segment: how many segments before it were fine.
+    segments_ok: Option<usize>,
+}
+
+impl From<ReplicateError> for Failure {
+    fn from(error: ReplicateError) -> Self {
+        Self {
+            error,
+            segments_ok: None,
+        }
+    }
+}
+
+fn restore_point(
+    remote: &Remote,
+    manifest: &Manifest,
+    point: RestorePoint,
+    path: &Path,
+    wal: &Path,
+    progress: &dyn Progress,
+) -> std::result::Result<RestoreReport, Failure> {
+    let g = &manifest.generations[point.generation];
+    let segments = &g.segments[..point.segments];
+    let total = g.snapshot.len + segments.iter().map(|s| s.len).sum::<u64>();
+    progress.begin(&format!("restore {}", g.id), total);
+    let result = (|| {
+        // The snapshot: download under a temporary name, check its
+        // checksum and every checksum inside it, then put it in place.
+        let snapshot_key = remote.path(&g.snapshot.key).to_string();
+        let temp = path.with_file_name(format!(
+            ".{}.restore-tmp",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let mut file = std::fs::File::create(&temp).map_err(|e| ReplicateError::io(&temp, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        let (len, crc) = remote.get_stream(&g.snapshot.key, &mut out, progress)?;
+        out.flush().map_err(|e| ReplicateError::io(&temp, e))?;
+        drop(out);
+        file.sync_all().map_err(|e| ReplicateError::io(&temp, e))?;
+        drop(file);
+        if len != g.snapshot.len || crc != g.snapshot.crc32 {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Failure::from(ReplicateError::corrupt(
+                snapshot_key,
+                format!(
+                    "{len} bytes with CRC-32 {crc:08x}; the manifest says {} bytes with {:08x}",
+                    g.snapshot.len, g.snapshot.crc32
+                ),
+            )));
+        }
+        std::fs::rename(&temp, path).map_err(|e| ReplicateError::io(path, e))?;
+        let fs: Arc<dyn FileSystem> = StdFileSystem::shared();
+        let info = inspect::snapshot_info(fs.as_ref(), path, true).map_err(|e| {
+            ReplicateError::corrupt(
+                snapshot_key.clone(),
+                format!("the snapshot does not verify: {e}"),
+            )
+        })?;
+        let fingerprint = SnapshotFingerprint {
+            crc32: g.snapshot.header_crc32,
+            len: g.snapshot.len,
+        };
+        if info.fingerprint != fingerprint {
+            return Err(ReplicateError::corrupt(
+                snapshot_key,
+                "the snapshot is not the one the manifest names",
+            )
+            .into());
+        }
+        // The log: every segment verified, cut at the target.
+        let mut frames: Vec<RawFrame> = Vec::new();
+        let mut next = g.base_seq;
+        let mut bytes = len;
+        for (k, entry) in segments.iter().enumerate() {
+            let fail = |error| Failure {
+                error,
+                segments_ok: Some(k),
+            };
+            let key = remote.path(&entry.key).to_string();
+            let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
+            let (got, _) = remote
+                .get_stream(&entry.key, &mut buf, progress)
+                .map_err(fail)?;
+            bytes += got;
+            let (header, seg_frames) = format::decode_segment(&key, &buf).map_err(fail)?;
+            if header.first_seq != entry.first_seq
+                || header.end_seq != entry.end_seq
+                || header.body_crc != entry.crc32
+                || got != entry.len
+                || header.first_seq != next
+            {
+                return Err(fail(ReplicateError::corrupt(
+                    key,
+                    "the segment is not the one the manifest names",
+                )));
+            }
+            next = header.end_seq;
+            for frame in seg_frames {
+                if frame.end_seq() > point.end_seq {
+                    break;
+                }
+                frames.push(frame);
+            }
+        }
+        let end_seq = frames.last().map_or(g.base_seq, RawFrame::end_seq);
+        inspect::write_log(&fs, wal, fingerprint, g.base_seq, &frames)
+            .map_err(|e| ReplicateError::persist(format!("writing {}", wal.display()), e))?;
+        sync_dir(path)?;
+        Ok(RestoreReport {
+            path: path.to_path_buf(),
+            wal: wal.to_path_buf(),
+            generation: g.id.clone(),
+            base_seq: g.base_seq,
+            end_seq,
+            segments: segments.len(),
+            frames: frames.len() as u64,
+            bytes,
+            fell_back: None,
+            elapsed: Duration::ZERO,
+        })
+    })();
+    progress.end();
+    result
+}
+
+/// The directory must be empty or absent; it is created.
+fn prepare_dir(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ReplicateError::invalid(format!(
+                    "{}: the restore directory is not empty",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| ReplicateError::io(dir, e))
+        }
+        Err(e) => Err(ReplicateError::io(dir, e)),
+    }
+}
+
+fn cleanup(path: &Path, wal: &Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(wal);
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    StdFileSystem
+        .sync_dir(dir)
+        .map_err(|e| ReplicateError::io(dir, e))
+}
