@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every check CI runs, set up from nothing on a fresh machine: formatting,
 # lints, all tests (including the crash tests and, against a local S3
-# server, the replication tests), docs, the build with default features off,
-# the published `iqdb` crate running over this one, and short smoke runs of
-# the benchmark and the fuzz targets.
+# server this script installs and starts, the replication tests), docs, the
+# build with default features off, the published `iqdb` crate running over
+# this one, and short smoke runs of the benchmark and the fuzz targets.
+# Needs: a Rust toolchain, Python 3 with pip and venv, curl.
 #
 #   bash scripts/test.sh            # everything (about 15 minutes cold on 2 cores)
 #   IQDB_SKIP_FUZZ=1 bash scripts/test.sh   # without the fuzz smoke run
@@ -21,6 +22,10 @@ cargo fmt --all --check
 
 step "clippy, all targets and features, warnings denied"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "S3 test server (moto 5.2.5 on loopback, installed into target/moto-venv)"
+bash scripts/s3-server.sh start
+trap 'bash scripts/s3-server.sh stop' EXIT
 
 step "tests, all features"
 cargo test --workspace --all-features
