@@ -16,7 +16,7 @@ use crate::recovery::{self, IntentState, LogState, RecoveryReport, Truncation};
 use crate::replace;
 use crate::snapshot::{self, SnapshotFingerprint};
 use crate::storage::FileSystem;
-use crate::wal::reader::{self, Next, Opened};
+use crate::wal::reader::{self, Checked, Next, Opened};
 use crate::wal::{Damage, DamageKind, Operation};
 use crate::{Persistable, checkpoint, wal};
 
@@ -590,32 +590,39 @@ pub fn read_log_frames(
         snapshot: log.header.snapshot,
         len: log.header.len(),
     };
+    // Straight to `from` when its frame says where the sequence stands;
+    // otherwise (v1, or a start) read through from the header.
+    log.skip_to(from)?;
     let mut frames = Vec::new();
     let mut bytes = 0u64;
+    let mut body = Vec::new();
     loop {
         let first_seq = log.next_seq;
-        match log.next_frame()? {
-            Next::Frame(frame) => {
+        body.clear();
+        match log.next_checked(&mut body)? {
+            Checked::Frame(frame) => {
                 if frame.offset < from {
                     continue;
                 }
-                let mut raw = vec![0u8; frame.len as usize];
-                crate::storage::read_exact_at(log.file().as_ref(), &mut raw, frame.offset)
-                    .map_err(|e| PersistError::io(path, e))?;
+                // The head is the body's length and (verified) checksum.
+                let mut raw = Vec::with_capacity(frame.len as usize);
+                raw.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                raw.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                raw.extend_from_slice(&body);
                 bytes += frame.len;
                 frames.push(RawFrame {
                     offset: frame.offset,
                     first_seq,
-                    operations: frame.body.ops.len() as u64,
+                    operations: log.next_seq - first_seq,
                     bytes: raw,
                 });
                 if bytes >= max_bytes {
                     break;
                 }
             }
-            Next::End => break,
-            Next::Damaged(damage) if damage.kind == DamageKind::Torn => break,
-            Next::Damaged(damage) => {
+            Checked::End => break,
+            Checked::Damaged(damage) if damage.kind == DamageKind::Torn => break,
+            Checked::Damaged(damage) => {
                 return Err(damage.to_error(path));
             }
         }

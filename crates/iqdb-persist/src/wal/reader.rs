@@ -202,6 +202,33 @@ impl WalReader {
         &self.file
     }
 
+    /// Moves to the frame at `offset` (a frame boundary a previous read
+    /// returned) without reading the frames before it, taking the sequence
+    /// number from that frame's own header (v2). Returns false, and stays
+    /// put, when that cannot be done (v1 logs, or no readable frame start
+    /// there): the caller then reads from where it is.
+    pub(crate) fn skip_to(&mut self, offset: u64) -> Result<bool> {
+        if self.header.version < 2 || offset <= self.pos || offset > self.file_len {
+            return Ok(false);
+        }
+        let mut prefix = [0u8; FRAME_HEAD_LEN as usize + 9];
+        if offset + prefix.len() as u64 > self.file_len {
+            return Ok(false);
+        }
+        read_exact_at(self.file.as_ref(), &mut prefix, offset)
+            .map_err(|e| PersistError::io(&self.path, e))?;
+        let kind = prefix[FRAME_HEAD_LEN as usize];
+        if !matches!(kind, KIND_SINGLE | KIND_BATCH) {
+            return Ok(false);
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&prefix[FRAME_HEAD_LEN as usize + 1..]);
+        self.next_seq = u64::from_le_bytes(seq);
+        self.pos = offset;
+        self.reader = FileReader::new(self.file.clone(), offset, self.file_len, 1 << 20);
+        Ok(true)
+    }
+
     /// The log file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
