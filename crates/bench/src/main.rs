@@ -329,7 +329,11 @@ fn run_task(task: &Task) -> Result<Sample, String> {
             let temp = dir.join("raw.tmp");
             let start = Instant::now();
             let mut file = std::fs::File::create(&temp).map_err(|e| e.to_string())?;
-            file.write_all(&data).map_err(|e| e.to_string())?;
+            // 1 MiB writes, as a streaming writer issues them (one huge
+            // write call runs into the kernel's dirty-page throttling).
+            for piece in data.chunks(1 << 20) {
+                file.write_all(piece).map_err(|e| e.to_string())?;
+            }
             file.sync_all().map_err(|e| e.to_string())?;
             std::fs::rename(&temp, path).map_err(|e| e.to_string())?;
             std::fs::File::open(dir)
