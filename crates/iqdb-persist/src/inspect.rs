@@ -302,12 +302,12 @@ pub fn load_read_only<I: Persistable>(
             report.wal_version = Some(log.header.version);
             if let Some(damage) = recovery::replay(&mut log, Some(&mut index), &mut report)? {
                 recovery::damage_action(&damage, mode, &wal_path)?;
-                report.truncated = Some(recovery::truncation(&damage, log.file_len, None));
+                report.truncated = Some(Truncation::at_damage(&damage, log.file_len, None));
             }
         }
         LogState::Fresh { torn_header } => {
             if let Some(damage) = Damage::incomplete_header(torn_header) {
-                report.truncated = Some(recovery::truncation(&damage, torn_header, None));
+                report.truncated = Some(Truncation::at_damage(&damage, torn_header, None));
             }
         }
         LogState::SetAside {
@@ -315,14 +315,13 @@ pub fn load_read_only<I: Persistable>(
             bytes,
             operations,
         } => {
-            report.truncated = Some(Truncation {
-                offset: 0,
-                bytes,
-                kind: DamageKind::Corrupt,
+            report.truncated = Some(Truncation::whole_log(
                 reason,
-                frames_dropped: operations,
-                backup: None,
-            });
+                DamageKind::Corrupt,
+                bytes,
+                operations,
+                None,
+            ));
         }
         LogState::CheckpointCompleted { .. } | LogState::Unlinked => {}
     }
@@ -476,7 +475,7 @@ pub fn repair_log(
             file.set_len(damage.offset)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| PersistError::io(&wal_path, e))?;
-            report.truncated = Some(recovery::truncation(&damage, log.file_len, Some(backup)));
+            report.truncated = Some(Truncation::at_damage(&damage, log.file_len, Some(backup)));
             report.damage = Some(damage);
         }
         RepairPlan::Replace {
@@ -489,14 +488,13 @@ pub fn repair_log(
             let version = options.get_wal_format().version();
             let base = meta.last_seq().map_or(1, |seq| seq + 1);
             wal::create_log(fs, &wal_path, version, base, fingerprint)?;
-            report.truncated = Some(Truncation {
-                offset: 0,
-                bytes,
-                kind,
+            report.truncated = Some(Truncation::whole_log(
                 reason,
-                frames_dropped: operations,
-                backup: Some(backup),
-            });
+                kind,
+                bytes,
+                operations,
+                Some(backup),
+            ));
             report.log_replaced = true;
         }
     }

@@ -313,7 +313,7 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             None => {
                 let fs = self.options.get_file_system();
                 replace::sweep_stale_temps(fs.as_ref(), &self.config.path)?;
-                let settings = self.write_settings(0);
+                let settings = write_settings(&self.config, &self.options, 0);
                 replace::write_atomically(fs, &self.config.path, |file, temp| {
                     snapshot::write_snapshot(file, temp, &self.inner, &settings)
                 })?;
@@ -327,16 +327,6 @@ impl<I: Index + Persistable> PersistedIndex<I> {
     /// same as [`save`](Self::save).
     pub fn checkpoint(&mut self) -> Result<()> {
         self.save()
-    }
-
-    fn write_settings(&self, last_seq: u64) -> WriteSettings {
-        WriteSettings {
-            format: self.options.get_snapshot_format(),
-            compression: self.config.compression,
-            chunk_size: self.options.get_chunk_size(),
-            threads: self.options.effective_threads(),
-            last_seq,
-        }
     }
 
     fn sweep(&self) -> Result<()> {
@@ -453,15 +443,7 @@ fn batch_error(applied: usize, e: iqdb_types::IqdbError) -> PersistError {
 fn apply_v1<I: Index>(writer: &mut WalWriter, index: &mut I, ops: Vec<Operation>) -> Result<()> {
     for (i, op) in ops.into_iter().enumerate() {
         let mark = writer.append_batch(std::slice::from_ref(&op))?;
-        let result = match op {
-            Operation::Insert {
-                id,
-                vector,
-                metadata,
-            } => index.insert(id, vector, metadata),
-            Operation::Delete { id } => index.delete(&id),
-        };
-        if let Err(e) = result {
+        if let Err(e) = op.apply_to(index) {
             writer.rollback(mark)?;
             writer.commit()?;
             return Err(batch_error(i, e));
@@ -476,17 +458,20 @@ fn apply_in_order<I: Index>(
     ops: Vec<Operation>,
 ) -> std::result::Result<(), (usize, iqdb_types::IqdbError)> {
     for (i, op) in ops.into_iter().enumerate() {
-        let result = match op {
-            Operation::Insert {
-                id,
-                vector,
-                metadata,
-            } => index.insert(id, vector, metadata),
-            Operation::Delete { id } => index.delete(&id),
-        };
-        result.map_err(|e| (i, e))?;
+        op.apply_to(index).map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// How snapshots of this database are written.
+fn write_settings(config: &PersistConfig, options: &Options, last_seq: u64) -> WriteSettings {
+    WriteSettings {
+        format: options.get_snapshot_format(),
+        compression: config.compression,
+        chunk_size: options.get_chunk_size(),
+        threads: options.effective_threads(),
+        last_seq,
+    }
 }
 
 /// Removes temporaries crashed saves left beside the database's files.
@@ -537,13 +522,7 @@ fn install<I: Persistable>(
     next_seq: u64,
 ) -> std::result::Result<Installed, InstallError> {
     let fs = options.get_file_system();
-    let settings = WriteSettings {
-        format: options.get_snapshot_format(),
-        compression: config.compression,
-        chunk_size: options.get_chunk_size(),
-        threads: options.effective_threads(),
-        last_seq: next_seq.saturating_sub(1),
-    };
+    let settings = write_settings(config, options, next_seq.saturating_sub(1));
     let (prepared, written) = replace::prepare(fs, &config.path, |file, temp| {
         snapshot::write_snapshot(file, temp, index, &settings)
     })

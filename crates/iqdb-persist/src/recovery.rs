@@ -22,7 +22,7 @@ use crate::wal::format;
 use crate::wal::format::WalHeader;
 use crate::wal::reader::{self, Checked, CheckedFrame, Next, Opened, WalReader};
 use crate::wal::writer::WalWriter;
-use crate::wal::{self, Damage, DamageKind, Operation};
+use crate::wal::{self, Damage, DamageKind};
 
 /// What a load found and did. Returned by
 /// [`PersistedIndex::recovery_report`](crate::PersistedIndex::recovery_report).
@@ -260,7 +260,7 @@ pub(crate) fn replay<I: IndexCore + ?Sized>(
                         if stopped {
                             // A batch stops at its first rejected operation.
                             report.operations_rejected += 1;
-                        } else if apply_op(index, op) {
+                        } else if op.apply_to(index).is_ok() {
                             report.operations_applied += 1;
                         } else {
                             report.operations_rejected += 1;
@@ -289,15 +289,35 @@ pub(crate) fn replay<I: IndexCore + ?Sized>(
     })
 }
 
-/// The truncation record for damage cut at `damage.offset`.
-pub(crate) fn truncation(damage: &Damage, file_len: u64, backup: Option<PathBuf>) -> Truncation {
-    Truncation {
-        offset: damage.offset,
-        bytes: file_len - damage.offset,
-        kind: damage.kind,
-        reason: damage.reason,
-        frames_dropped: damage.valid_frames_after,
-        backup,
+impl Truncation {
+    /// The cut at `damage.offset` of a log `file_len` bytes long.
+    pub(crate) fn at_damage(damage: &Damage, file_len: u64, backup: Option<PathBuf>) -> Self {
+        Self {
+            offset: damage.offset,
+            bytes: file_len - damage.offset,
+            kind: damage.kind,
+            reason: damage.reason,
+            frames_dropped: damage.valid_frames_after,
+            backup,
+        }
+    }
+
+    /// The whole log set aside (salvage), with what it held.
+    pub(crate) fn whole_log(
+        reason: &'static str,
+        kind: DamageKind,
+        bytes: u64,
+        operations: u64,
+        backup: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            offset: 0,
+            bytes,
+            kind,
+            reason,
+            frames_dropped: operations,
+            backup,
+        }
     }
 }
 
@@ -339,7 +359,7 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
                     verdict = damage.verdict,
                     "cut the write-ahead log at a damaged frame"
                 );
-                report.truncated = Some(truncation(&damage, log.file_len, backup));
+                report.truncated = Some(Truncation::at_damage(&damage, log.file_len, backup));
             }
             if report.frames_replayed == 0 && log.header.version != new_version {
                 // An empty log of the other format: switch formats now, for free.
@@ -370,7 +390,7 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
         }
         LogState::Fresh { torn_header } => {
             if let Some(damage) = crate::wal::Damage::incomplete_header(torn_header) {
-                report.truncated = Some(truncation(&damage, torn_header, None));
+                report.truncated = Some(Truncation::at_damage(&damage, torn_header, None));
             }
             report.wal_created = true;
             report.wal_version = Some(new_version);
@@ -387,14 +407,13 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
             operations,
         } => {
             let backup = backup_log(fs, &wal_path)?;
-            report.truncated = Some(Truncation {
-                offset: 0,
-                bytes,
-                kind: DamageKind::Corrupt,
+            report.truncated = Some(Truncation::whole_log(
                 reason,
-                frames_dropped: operations,
-                backup: Some(backup),
-            });
+                DamageKind::Corrupt,
+                bytes,
+                operations,
+                Some(backup),
+            ));
             report.wal_created = true;
             report.wal_version = Some(new_version);
             fresh_log(config, fs, new_version, fresh_base, fingerprint)?
@@ -436,19 +455,6 @@ fn writer(
     next_seq: u64,
 ) -> WalWriter {
     WalWriter::new(path, file, header, end, next_seq, config.fsync_policy)
-}
-
-/// Applies one logged operation; false if the index rejects it (as it did
-/// when the operation was logged).
-fn apply_op<I: IndexCore + ?Sized>(index: &mut I, op: Operation) -> bool {
-    match op {
-        Operation::Insert {
-            id,
-            vector,
-            metadata,
-        } => index.insert(id, vector, metadata).is_ok(),
-        Operation::Delete { id } => index.delete(&id).is_ok(),
-    }
 }
 
 /// Counts the operations in the log's valid frames.

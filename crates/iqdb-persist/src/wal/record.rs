@@ -39,6 +39,22 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Applies the operation to `index` (an insert or a delete, with the
+    /// index's own rules).
+    pub fn apply_to<I: iqdb_index::IndexCore + ?Sized>(
+        self,
+        index: &mut I,
+    ) -> iqdb_types::Result<()> {
+        match self {
+            Self::Insert {
+                id,
+                vector,
+                metadata,
+            } => index.insert(id, vector, metadata),
+            Self::Delete { id } => index.delete(&id),
+        }
+    }
+
     /// The id the operation is about.
     #[must_use]
     pub fn id(&self) -> &VectorId {
