@@ -141,6 +141,7 @@ fn run(
 
 #[test]
 fn every_injected_error_fails_cleanly_and_loses_nothing_acknowledged() {
+    let mut runs = 0usize;
     for wal in [WalFormat::V2, WalFormat::V1] {
         for seed in [11u64, 12] {
             let steps = 16;
@@ -153,10 +154,14 @@ fn every_injected_error_fails_cleanly_and_loses_nothing_acknowledged() {
                     if let Err(e) = run(wal, seed, steps, Some((k, fault))) {
                         panic!("{wal:?} seed {seed}: {fault:?} at operation {k}: {e}");
                     }
+                    runs += 1;
                 }
             }
         }
     }
+    println!(
+        "injected errors: {runs} runs (ENOSPC and EIO at every mutating operation), each reloaded from 6 disk images (the live files, as kill -9 leaves them, and power-loss images), 0 failures"
+    );
 }
 
 #[test]

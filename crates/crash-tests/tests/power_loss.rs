@@ -200,7 +200,8 @@ fn verify_image(variant: &Variant, run: &Run, image: &SimFs) -> Result<(), Strin
     same_as_model(again.index(), &expected).map_err(|e| format!("after second load: {e}"))
 }
 
-fn check_crash_point(variant: &Variant, seed: u64, steps: usize, k: u64, images: usize) {
+/// Checks every image of a crash after operation `k`; returns how many.
+fn check_crash_point(variant: &Variant, seed: u64, steps: usize, k: u64, images: usize) -> usize {
     let context = |what: String| {
         format!(
             "[{}] seed {seed}, {steps} steps, crash after op {k}: {what}",
@@ -208,12 +209,8 @@ fn check_crash_point(variant: &Variant, seed: u64, steps: usize, k: u64, images:
         )
     };
     let run = run(variant, seed, steps, Some(k)).unwrap_or_else(|e| panic!("{}", context(e)));
-    for (n, image) in run
-        .fs
-        .crash_images(seed.wrapping_mul(7919) ^ k, images)
-        .iter()
-        .enumerate()
-    {
+    let all = run.fs.crash_images(seed.wrapping_mul(7919) ^ k, images);
+    for (n, image) in all.iter().enumerate() {
         if let Err(e) = verify_image(variant, &run, image) {
             let trace = run.fs.trace();
             let around: Vec<_> = trace
@@ -227,11 +224,13 @@ fn check_crash_point(variant: &Variant, seed: u64, steps: usize, k: u64, images:
             );
         }
     }
+    all.len()
 }
 
 /// Every crash point of small workloads, several images each.
 #[test]
 fn every_crash_point_of_small_workloads_recovers() {
+    let (mut points, mut images) = (0usize, 0usize);
     for variant in &VARIANTS {
         for seed in [1u64, 2, 3] {
             let steps = 14;
@@ -244,10 +243,14 @@ fn every_crash_point_of_small_workloads_recovers() {
                 "workload too small to be interesting: {total} operations"
             );
             for k in 0..total {
-                check_crash_point(variant, seed, steps, k, 3);
+                images += check_crash_point(variant, seed, steps, k, 3);
+                points += 1;
             }
         }
     }
+    println!(
+        "power loss, exhaustive: {points} crash points, {images} disk images recovered and checked, 0 failures"
+    );
 }
 
 /// A clean run followed by power loss keeps everything acknowledged.
@@ -271,6 +274,7 @@ fn random_crash_points_of_long_workloads_recover() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let mut rng = iqdb_persist_testkit::generate::SplitMix64::new(0x5EED);
+    let mut images = 0usize;
     for case in 0..cases {
         let variant = &VARIANTS[(case % VARIANTS.len() as u64) as usize];
         let seed = 1000 + case;
@@ -280,8 +284,11 @@ fn random_crash_points_of_long_workloads_recover() {
             .fs
             .operation_count();
         let k = rng.next_u64() % total;
-        check_crash_point(variant, seed, steps, k, 4);
+        images += check_crash_point(variant, seed, steps, k, 4);
     }
+    println!(
+        "power loss, random: {cases} crash points in 80-step workloads, {images} disk images recovered and checked, 0 failures"
+    );
 }
 
 /// Found by a long random run: a frame head straddling a sector boundary,
@@ -290,12 +297,12 @@ fn random_crash_points_of_long_workloads_recover() {
 /// then matched, which was taken for a damaged length field.
 #[test]
 fn regression_seed_1620_torn_head_across_a_sector_boundary() {
-    check_crash_point(&VARIANTS[2], 1620, 80, 232, 4);
+    assert_eq!(check_crash_point(&VARIANTS[2], 1620, 80, 232, 4), 6);
 }
 
 /// Found by a long random run: the same tear, where the zeroed low byte of
 /// the length had a single bit set, so the length looked one bit off.
 #[test]
 fn regression_seed_3478_torn_head_that_looks_one_bit_off() {
-    check_crash_point(&VARIANTS[0], 3478, 80, 146, 4);
+    assert_eq!(check_crash_point(&VARIANTS[0], 3478, 80, 146, 4), 6);
 }
