@@ -443,6 +443,33 @@ impl Drop for SimLock {
     }
 }
 
+impl SimFs {
+    /// Runs a counted namespace operation: it fails as an injected fault
+    /// says, or takes effect through `apply` and then, at the crash point,
+    /// crashes the machine.
+    fn namespace_op<R>(
+        &self,
+        kind: OpKind,
+        path: &Path,
+        check: impl FnOnce(&State) -> io::Result<()>,
+        apply: impl FnOnce(&mut State) -> R,
+    ) -> io::Result<R> {
+        let mut state = self.lock();
+        state.check_alive()?;
+        check(&state)?;
+        let outcome = state.step(kind, path)?;
+        if let StepOutcome::Fault(f) = outcome {
+            return Err(f.error());
+        }
+        let value = apply(&mut state);
+        if matches!(outcome, StepOutcome::CrashAfter) {
+            state.crashed = true;
+            return Err(crashed_error());
+        }
+        Ok(value)
+    }
+}
+
 impl FileSystem for SimFs {
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
         let state = self.lock();
@@ -469,30 +496,27 @@ impl FileSystem for SimFs {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let mut state = self.lock();
-        state.check_alive()?;
-        if state.live.contains_key(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists", path.display()),
-            ));
-        }
-        let outcome = state.step(OpKind::Create, path)?;
-        if let StepOutcome::Fault(f) = outcome {
-            return Err(f.error());
-        }
-        let ino = state.next_ino;
-        state.next_ino += 1;
-        state.inodes.insert(ino, Inode::default());
-        state.live.insert(path.to_path_buf(), ino);
-        state.pending_names.push(NameOp::Link {
-            name: path.to_path_buf(),
-            ino,
-        });
-        if matches!(outcome, StepOutcome::CrashAfter) {
-            state.crashed = true;
-            return Err(crashed_error());
-        }
+        let exists = |state: &State| {
+            if state.live.contains_key(path) {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", path.display()),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let ino = self.namespace_op(OpKind::Create, path, exists, |state| {
+            let ino = state.next_ino;
+            state.next_ino += 1;
+            state.inodes.insert(ino, Inode::default());
+            state.live.insert(path.to_path_buf(), ino);
+            state.pending_names.push(NameOp::Link {
+                name: path.to_path_buf(),
+                ino,
+            });
+            ino
+        })?;
         Ok(Arc::new(SimFile {
             fs: self.clone(),
             ino,
@@ -502,53 +526,34 @@ impl FileSystem for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.lock();
-        state.check_alive()?;
-        let ino = state.inode_of(from)?;
-        match state.step(OpKind::Rename, to)? {
-            StepOutcome::Fault(f) => Err(f.error()),
-            outcome => {
-                state.live.remove(from);
+        let found = |state: &State| state.inode_of(from).map(drop);
+        self.namespace_op(OpKind::Rename, to, found, |state| {
+            if let Some(ino) = state.live.remove(from) {
                 state.live.insert(to.to_path_buf(), ino);
-                state.pending_names.push(NameOp::Rename {
-                    from: from.to_path_buf(),
-                    to: to.to_path_buf(),
-                });
-                if matches!(outcome, StepOutcome::CrashAfter) {
-                    state.crashed = true;
-                    return Err(crashed_error());
-                }
-                Ok(())
             }
-        }
+            state.pending_names.push(NameOp::Rename {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+            });
+        })
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.lock();
-        state.check_alive()?;
-        state.inode_of(path)?;
-        match state.step(OpKind::Remove, path)? {
-            StepOutcome::Fault(f) => Err(f.error()),
-            outcome => {
-                state.live.remove(path);
-                state.pending_names.push(NameOp::Unlink {
-                    name: path.to_path_buf(),
-                });
-                if matches!(outcome, StepOutcome::CrashAfter) {
-                    state.crashed = true;
-                    return Err(crashed_error());
-                }
-                Ok(())
-            }
-        }
+        let found = |state: &State| state.inode_of(path).map(drop);
+        self.namespace_op(OpKind::Remove, path, found, |state| {
+            state.live.remove(path);
+            state.pending_names.push(NameOp::Unlink {
+                name: path.to_path_buf(),
+            });
+        })
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.lock();
-        state.check_alive()?;
-        match state.step(OpKind::SyncDir, dir)? {
-            StepOutcome::Fault(f) => Err(f.error()),
-            outcome => {
+        self.namespace_op(
+            OpKind::SyncDir,
+            dir,
+            |_| Ok(()),
+            |state| {
                 // Metadata reaches the disk in order: everything up to and
                 // including the last operation on this directory.
                 let last = state.pending_names.iter().rposition(|op| op.dir() == dir);
@@ -560,13 +565,8 @@ impl FileSystem for SimFs {
                     }
                     state.durable = durable;
                 }
-                if matches!(outcome, StepOutcome::CrashAfter) {
-                    state.crashed = true;
-                    return Err(crashed_error());
-                }
-                Ok(())
-            }
-        }
+            },
+        )
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
