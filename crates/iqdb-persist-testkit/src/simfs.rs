@@ -548,6 +548,40 @@ impl SimFs {
         state.inodes.get(ino).map(|i| i.live.clone())
     }
 
+    /// The durable contents of a file (what the most pessimistic power loss
+    /// now would leave under its durable name).
+    #[must_use]
+    pub fn read_durable(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let ino = state.durable.get(path)?;
+        state.inodes.get(ino).map(|i| i.durable.clone())
+    }
+
+    /// Bit rot: flips bit `bit` (0..8) of byte `offset` of a file, in the
+    /// live and the durable image alike (damage a crash cannot cause).
+    /// Returns false, changing nothing, unless the byte exists in both and
+    /// is the same in both (it was synced), or the name is not durable.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> bool {
+        let mut state = self.lock();
+        let (Some(&ino), Some(&durable_ino)) = (state.live.get(path), state.durable.get(path))
+        else {
+            return false;
+        };
+        let Some(inode) = state.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let at = offset as usize;
+        let same = ino == durable_ino
+            && inode.live.get(at).is_some()
+            && inode.live.get(at) == inode.durable.get(at)
+            && !inode.pending.iter().any(|op| touches(op, at, at + 1));
+        if same {
+            inode.live[at] ^= 1 << (bit % 8);
+            inode.durable[at] ^= 1 << (bit % 8);
+        }
+        same
+    }
+
     /// Replaces the live and durable contents of a file (creating it), as if
     /// written and synced long ago. For setting up tests.
     pub fn put_durable(&self, path: &Path, bytes: &[u8]) {
@@ -777,7 +811,10 @@ fn power_loss_contents(
         let mut cur_len = durable.len();
         for op in &pending[..version] {
             match op {
-                Pending::Write { offset, data: bytes } => {
+                Pending::Write {
+                    offset,
+                    data: bytes,
+                } => {
                     let off = *offset as usize;
                     cur_len = cur_len.max(off + bytes.len());
                     let a = off.max(start);
@@ -1350,7 +1387,10 @@ mod tests {
         assert!(view.exists(Path::new("/d/f")).is_err());
         // The next process sees the page cache and can take the lock.
         let next = fs.process();
-        assert_eq!(fs.read_live(Path::new("/d/f")).as_deref(), Some(&b"cached"[..]));
+        assert_eq!(
+            fs.read_live(Path::new("/d/f")).as_deref(),
+            Some(&b"cached"[..])
+        );
         let again = next.try_lock(Path::new("/d/f.lock"))?;
         drop(guard); // the dead process's guard must not release the new lock
         assert!(next.try_lock(Path::new("/d/f.lock")).is_err());
@@ -1392,7 +1432,10 @@ mod tests {
         assert_eq!(fs.pending_faults(), 1);
         let fired = fs.fired_faults();
         assert_eq!(fired.len(), 2);
-        assert_eq!((fired[0].kind, fired[0].fault), (OpKind::Write, Fault::NoSpace));
+        assert_eq!(
+            (fired[0].kind, fired[0].fault),
+            (OpKind::Write, Fault::NoSpace)
+        );
         assert_eq!((fired[1].kind, fired[1].fault), (OpKind::Sync, Fault::Io));
         Ok(())
     }
@@ -1435,14 +1478,21 @@ mod tests {
             let report = fs.power_loss(seed, PowerLossModel::default());
             let c = fs.read_live(Path::new("/log")).unwrap_or_default();
             // The durable bytes are never touched.
-            assert!(c.len() >= 600 && c[..600].iter().all(|&b| b == 7), "seed {seed}");
+            assert!(
+                c.len() >= 600 && c[..600].iter().all(|&b| b == 7),
+                "seed {seed}"
+            );
             // New bytes come back as whole sectors, but the file may end
             // inside its last one.
             if report.sectors_torn > 0 {
                 torn += 1;
                 assert!(c.len() > 600 && c.len() < 1600, "seed {seed}: {}", c.len());
             } else {
-                assert!(c.len() == 600 || c.len() == 1600, "seed {seed}: {}", c.len());
+                assert!(
+                    c.len() == 600 || c.len() == 1600,
+                    "seed {seed}: {}",
+                    c.len()
+                );
                 let whole = |unit: usize| {
                     (0..c.len()).step_by(unit).all(|start| {
                         let end = (start + unit).min(c.len());
