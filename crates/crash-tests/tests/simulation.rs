@@ -16,8 +16,46 @@ use iqdb_persist_crash_tests::sim::{self, Failure, Stats};
 /// build on the 2-core CI machine).
 const CI_SEEDS: u64 = 40;
 
-/// Seeds that found bugs, with what they found; always run.
-const FROZEN: &[(u64, &str)] = &[];
+/// Seeds that found bugs, with what they found (against 70b569e); always
+/// run.
+const FROZEN: &[(u64, &str)] = &[
+    (
+        1,
+        "item 2, WAL v1: a record replayed from the page cache after a failed fsync never reached the disk; the acknowledged insert after it was cut off with it at the next power loss",
+    ),
+    (
+        3,
+        "item 6: a snapshot-only save() succeeded beside a live WAL-mode handle",
+    ),
+    (
+        23,
+        "item 2, WAL v2: reload after a failed fsync trusted the cache; after the next acknowledged insert and a power loss the log did not load ('a later frame saw this one already synced')",
+    ),
+    (
+        35,
+        "item 2, Never: process crash between write and fsync, reload, sync() returned Ok without an fsync; power loss lost the synced records",
+    ),
+    (
+        46,
+        "item 4: one flipped bit in a zero-padded v1 frame taken for a torn write; 25 synced records dropped with a warning",
+    ),
+    (
+        53,
+        "item 5: open_with replaced a log whose first frame took a flipped bit",
+    ),
+    (
+        70,
+        "new: open_with overwrote the intent of a checkpoint that failed after installing its snapshot, then failed; WalMismatch on load (found with the item 1-8 fixes applied)",
+    ),
+    (
+        95,
+        "item 6: a snapshot-only save() beside a live writer replaced the snapshot, then failed on its directory fsync; WalMismatch on the next load",
+    ),
+    (
+        222,
+        "new: as seed 70, open_with crashed after writing its intent",
+    ),
+];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())

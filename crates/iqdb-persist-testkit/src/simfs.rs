@@ -206,6 +206,15 @@ enum CrashKind {
     Process,
 }
 
+impl CrashKind {
+    fn error(self) -> io::Error {
+        match self {
+            Self::Machine => crashed_error(),
+            Self::Process => process_gone_error(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     inodes: BTreeMap<u64, Inode>,
@@ -992,7 +1001,7 @@ impl SimFs {
         let value = apply(&mut state);
         if let StepOutcome::CrashAfter(kind) = outcome {
             state.crash(kind);
-            return Err(crashed_error());
+            return Err(kind.error());
         }
         Ok(value)
     }
@@ -1157,7 +1166,7 @@ impl SimFile {
         let result = f(&mut state, &mut outcome);
         if let StepOutcome::CrashAfter(kind) = outcome {
             state.crash(kind);
-            return Err(crashed_error());
+            return Err(kind.error());
         }
         result
     }
