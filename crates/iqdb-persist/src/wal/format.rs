@@ -183,16 +183,32 @@ pub(crate) fn finish_frame(buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// A checked frame body's first sequence number (v2) and operation count,
-/// read without decoding the operations.
-pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<(Option<u64>, u64)> {
+/// What a checked frame body's prefix says, read without decoding the
+/// operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sequence {
+    /// v2: sequence number of the first operation.
+    pub first_seq: Option<u64>,
+    /// Operations in the frame.
+    pub ops: u64,
+    /// v2: the log length known durable when the frame was written.
+    pub synced_len: Option<u64>,
+}
+
+/// A checked frame body's first sequence number (v2), operation count and
+/// recorded synced length (v2), read without decoding the operations.
+pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<Sequence> {
     if version < 2 {
-        return Ok((None, 1));
+        return Ok(Sequence {
+            first_seq: None,
+            ops: 1,
+            synced_len: None,
+        });
     }
     let mut cur = Cursor::new(body);
     let kind = cur.u8()?;
     let first_seq = cur.u64()?;
-    let _synced = cur.u64()?;
+    let synced_len = cur.u64()?;
     let ops = match kind {
         KIND_SINGLE => 1,
         KIND_BATCH => u64::from(cur.u32()?),
@@ -202,7 +218,11 @@ pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<(Option<u64>, u64
             });
         }
     };
-    Ok((Some(first_seq), ops))
+    Ok(Sequence {
+        first_seq: Some(first_seq),
+        ops,
+        synced_len: Some(synced_len),
+    })
 }
 
 /// A decoded frame body.

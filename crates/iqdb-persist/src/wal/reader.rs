@@ -11,8 +11,9 @@
 //!   aligned) still zero because they never reached the disk, or a
 //!   zero-filled tail;
 //! * a length field that is wrong while the stored checksum matches the rest
-//!   of the file, or a final frame that one flipped bit would make valid
-//!   (and that shows no sign of a torn write), is corruption;
+//!   of the file, or a frame that one flipped bit would make valid, is
+//!   corruption (checked before the signs of a torn write: a frame of
+//!   zero-padded vectors holds zero sectors of its own);
 //! * when valid frames follow the bad one, it is corruption if a later v2
 //!   frame saw the bad one already synced (each v2 frame records the synced
 //!   length of the log when it was written), or if the bad frame shows no
@@ -147,6 +148,9 @@ pub(crate) struct WalReader {
     pos: u64,
     body: Vec<u8>,
     pub(crate) next_seq: u64,
+    /// v2: the synced length the last frame read records (the header's
+    /// length before any frame): what its writer knew durable.
+    pub(crate) last_synced_len: u64,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -193,6 +197,7 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Open
         pos: start,
         body: Vec::new(),
         next_seq: header.base_seq,
+        last_synced_len: start,
     }))
 }
 
@@ -301,11 +306,11 @@ impl WalReader {
             out.truncate(start);
             return self.damaged(at, Some((len, crc)), "frame checksum mismatch");
         }
-        let (first_seq, ops) = match format::sequence_of(self.header.version, body) {
+        let sequence = match format::sequence_of(self.header.version, body) {
             Ok(found) => found,
             Err(e) => return Err(e.in_file(&self.path, at)),
         };
-        if let Some(first) = first_seq
+        if let Some(first) = sequence.first_seq
             && first != self.next_seq
         {
             return Err(PersistError::InvalidPayload {
@@ -313,7 +318,10 @@ impl WalReader {
             }
             .in_file(&self.path, at));
         }
-        self.next_seq += ops;
+        self.next_seq += sequence.ops;
+        if let Some(synced) = sequence.synced_len {
+            self.last_synced_len = synced;
+        }
         let frame_len = FRAME_HEAD_LEN + u64::from(len);
         self.pos = at + frame_len;
         Ok(Checked::Frame(CheckedFrame {
@@ -388,7 +396,10 @@ fn all_zero_io(file: &dyn FileHandle, from: u64, to: u64) -> std::io::Result<boo
 }
 
 /// Whether some 512-byte-aligned sector piece of `[from, to)` is all zero
-/// and long enough to mean a lost sector (or ends the file).
+/// and long enough to mean a lost sector (or ends the file). A piece too
+/// short for that on its own (a frame's last few bytes at the start of a
+/// sector) counts when the whole sector it lies in is zero: a lost sector
+/// that held the end of one frame and the start of the next.
 fn has_zeroed_sector(
     file: &dyn FileHandle,
     from: u64,
@@ -397,15 +408,17 @@ fn has_zeroed_sector(
 ) -> std::io::Result<bool> {
     let mut start = from;
     while start < to {
-        let end = ((start / SECTOR + 1) * SECTOR).min(to);
+        let sector_start = start / SECTOR * SECTOR;
+        let sector_end = (sector_start + SECTOR).min(file_len);
+        let end = sector_end.min(to);
         let piece = end - start;
-        // A piece too short to mean much counts only if it ends the file.
-        if piece >= MIN_ZERO_PIECE || end == file_len {
-            let mut buf = vec![0u8; piece as usize];
-            read_exact_at(file, &mut buf, start)?;
-            if buf.iter().all(|&b| b == 0) {
-                return Ok(true);
-            }
+        let (check_from, check_to) = if piece >= MIN_ZERO_PIECE || end == file_len {
+            (start, end)
+        } else {
+            (sector_start, sector_end)
+        };
+        if all_zero_io(file, check_from, check_to)? {
+            return Ok(true);
         }
         start = end;
     }
@@ -488,11 +501,22 @@ fn classify(
     // A frame "cut short" by the end of the file while valid frames follow
     // inside its claimed extent has a wrong length, not a torn tail.
     let torn_signs = zeroed || (cut_short && after == 0);
+    // One flipped bit that makes the frame valid is the signature of bit
+    // rot, and it is checked before the signs of a torn write: a frame of
+    // zero-padded or sparse vectors holds whole zero sectors of its own,
+    // which look like a lost sector. (A lost sector whose only content was a
+    // single set bit looks the same; it is reported, never dropped.)
+    let rot = single_bit_explains(file, at, head, file_len)?;
     let (kind, verdict) = if after > 0 {
         if version >= 2 && max_synced > at {
             (
                 DamageKind::Corrupt,
                 "a later frame saw this one already synced",
+            )
+        } else if rot {
+            (
+                DamageKind::Corrupt,
+                "one flipped bit would make it valid: bit rot, not a torn write",
             )
         } else if torn_signs {
             (
@@ -505,15 +529,15 @@ fn classify(
                 "valid frames follow it and it shows no sign of a torn write",
             )
         }
+    } else if rot {
+        (
+            DamageKind::Corrupt,
+            "one flipped bit would make it valid: bit rot, not a torn write",
+        )
     } else if torn_signs {
         (
             DamageKind::Torn,
             "a write torn by a crash at the end of the log",
-        )
-    } else if single_bit_explains(file, at, head, file_len)? {
-        (
-            DamageKind::Corrupt,
-            "one flipped bit would make it valid: bit rot, not a torn write",
         )
     } else {
         (
