@@ -572,8 +572,15 @@ impl Sim {
             50..=54 => self.checkpoint(false),
             55..=56 => self.checkpoint(true),
             57..=61 => self.sync(),
-            62..=65 => {
+            62..=63 => {
                 self.drop_db("drop");
+                self.recover_clean()
+            }
+            64..=65 => {
+                self.close()?;
+                if self.crashed() || self.fs.has_crashed() {
+                    return self.after_crash();
+                }
                 self.recover_clean()
             }
             66..=67 => self.snapshot_reader(),
@@ -675,6 +682,23 @@ impl Sim {
             Stats::count(&mut self.stats.faults, "process crash (mid-operation)");
             self.recover("after process crash")
         }
+    }
+
+    /// `close()`: the final fsync's outcome. `Ok` acknowledges everything
+    /// written.
+    fn close(&mut self) -> Result<(), String> {
+        let Some(db) = self.db.take() else {
+            return Ok(());
+        };
+        Stats::count(&mut self.stats.calls, "close");
+        let result = db.close();
+        self.note_fired();
+        self.event(format!("close -> {result:?}"));
+        match result {
+            Ok(()) => self.acknowledge_sync(),
+            Err(_) => self.tainted = true,
+        }
+        Ok(())
     }
 
     fn drop_db(&mut self, why: &str) {
@@ -1083,6 +1107,7 @@ impl Sim {
                         exact = false;
                         self.event(format!("recovery failed under an injected fault: {e}"));
                     } else {
+                        self.dump_files();
                         return Err(format!("the database does not load ({why}): {e}"));
                     }
                 }
@@ -1157,6 +1182,25 @@ impl Sim {
         self.unchecked = 0;
         self.tainted = false;
         Ok(())
+    }
+
+    /// With `IQDB_SIM_DUMP=<dir>`, writes every file of the simulated disk
+    /// there (for looking at a log that does not load).
+    fn dump_files(&self) {
+        let Some(dir) = std::env::var_os("IQDB_SIM_DUMP") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        for name in self.fs.live_names() {
+            let (Some(bytes), Some(file)) = (self.fs.read_live(&name), name.file_name()) else {
+                continue;
+            };
+            if let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(file), bytes))
+            {
+                eprintln!("IQDB_SIM_DUMP: {e}");
+            }
+        }
     }
 
     /// Drives the database until every scheduled fault and crash has fired.

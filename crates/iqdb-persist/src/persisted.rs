@@ -572,7 +572,11 @@ fn install<I: Persistable>(
         wal_version,
     };
     let intent_path = config.checkpoint_path();
-    checkpoint::write(fs, &intent_path, &intent).map_err(InstallError::Before)?;
+    // A failed intent write may leave the intent in place (renamed, then its
+    // directory fsync failed): nothing more may be acknowledged on the old
+    // log, or a load would take the intent for a completed checkpoint when
+    // its snapshot is byte for byte the one in place, and drop the log.
+    checkpoint::write(fs, &intent_path, &intent).map_err(InstallError::After)?;
     let after = |e| InstallError::After(e);
     prepared.install(&config.path).map_err(after)?;
     let (file, header) = wal::create_log(
