@@ -31,6 +31,68 @@ enum Bug {
 /// refer to this simulator; they replay exactly only while the library's
 /// I/O sequence is unchanged (a fault lands at an operation number).
 const FROZEN: &[(u64, Bug, &str)] = &[
+    // Found against 70b569e (issue 9's items; fixed on main by 697baec).
+    (
+        1,
+        Bug::Fixed,
+        "item 2, WAL v1: a record replayed from the page cache after a failed fsync never reached the disk; the acknowledged insert after it was cut off with it at the next power loss",
+    ),
+    (
+        3,
+        Bug::Fixed,
+        "item 6: a snapshot-only save() succeeded beside a live WAL-mode handle",
+    ),
+    (
+        5,
+        Bug::Fixed,
+        "item 2, WAL v2: after a reload that trusted the page cache and an acknowledged insert, a power loss left a log that did not load ('a later frame saw this one already synced')",
+    ),
+    (
+        16,
+        Bug::Fixed,
+        "item 6: a snapshot-only save() beside a live writer replaced the snapshot, then failed on its directory fsync",
+    ),
+    (
+        35,
+        Bug::Fixed,
+        "item 2, Never: kill -9 between write and fsync, reload, sync() returned Ok without an fsync; a power loss lost the synced records",
+    ),
+    (
+        46,
+        Bug::Fixed,
+        "item 4: one flipped bit in a zero-padded v1 frame taken for a torn write; 25 synced records dropped with a warning",
+    ),
+    (
+        53,
+        Bug::Fixed,
+        "item 5: open_with replaced a log whose first frame took a flipped bit",
+    ),
+    (
+        100,
+        Bug::Fixed,
+        "item 2, Periodic WAL v1: kill -9 before the fsync, reload, sync() Ok; the power loss dropped the synced records",
+    ),
+    (
+        140,
+        Bug::Fixed,
+        "items 8 and 2: drop's final fsync failed unseen, the reload replayed from the cache, sync() returned Ok; the power loss lost it",
+    ),
+    // Found on main 697baec.
+    (
+        1209,
+        Bug::Fixed,
+        "new, fixed in persisted.rs install(): a checkpoint whose intent write failed after the rename left the handle writable with the intent in place; the snapshot was identical to the one installed, so the next load took it for a completed checkpoint and dropped the log with 4 acknowledged writes — a_failed_intent_write_never_discards_later_acknowledged_writes",
+    ),
+    (
+        1430,
+        Bug::Fixed,
+        "new, as seed 1209, found by a plain reload (no crash at all)",
+    ),
+    (
+        1914,
+        Bug::Open,
+        "issue 9 item 3, left after the item 4 fix: a power loss zeroed a v1 log from byte 2560 to its end; the delete frame at 2550 lost its last 8 bytes, one bit away from zeros, and the load refused it as bit rot (the database does not load) — a_torn_v1_tail_one_bit_from_its_lost_bytes_still_loads",
+    ),
     (
         70,
         Bug::Open,
