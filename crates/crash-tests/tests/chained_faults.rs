@@ -635,3 +635,35 @@ fn close_reports_a_failed_final_sync() -> TestResult {
     check_store(back.index(), &models(&[&[0, 1], &[1]]))?;
     Ok(())
 }
+
+/// Issue 9, item 6: a `Periodic` flusher thread that cannot be started is
+/// an error, not a policy silently become sync-on-drop. A child process
+/// runs with a minimum thread stack no `mmap` can satisfy.
+#[test]
+fn a_flusher_that_cannot_start_is_an_error() -> TestResult {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let run = |min_stack: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_periodic-open"));
+        command.arg(dir.path().join(min_stack.map_or("ok", |_| "starved")));
+        match min_stack {
+            Some(bytes) => command.env("RUST_MIN_STACK", bytes),
+            None => command.env_remove("RUST_MIN_STACK"),
+        };
+        std::fs::create_dir_all(dir.path().join(min_stack.map_or("ok", |_| "starved")))
+            .map_err(|e| e.to_string())?;
+        command.output().map_err(|e| e.to_string())
+    };
+    // With threads available, the program works (so the failure below is
+    // the flusher's).
+    let fine = run(None)?;
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let starved = run(Some("70368744177664"))?; // 64 TiB per thread
+    let stderr = String::from_utf8_lossy(&starved.stderr);
+    assert_eq!(starved.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("db.iqdb.wal"), "stderr: {stderr}");
+    Ok(())
+}
