@@ -635,3 +635,112 @@ fn close_reports_a_failed_final_sync() -> TestResult {
     check_store(back.index(), &models(&[&[0, 1], &[1]]))?;
     Ok(())
 }
+
+/// Issue 9, item 6: a `Periodic` flusher thread that cannot be started is
+/// an error, not a policy silently become sync-on-drop. A child process
+/// runs with a minimum thread stack no `mmap` can satisfy.
+#[test]
+fn a_flusher_that_cannot_start_is_an_error() -> TestResult {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let run = |min_stack: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_periodic-open"));
+        command.arg(dir.path().join(min_stack.map_or("ok", |_| "starved")));
+        match min_stack {
+            Some(bytes) => command.env("RUST_MIN_STACK", bytes),
+            None => command.env_remove("RUST_MIN_STACK"),
+        };
+        std::fs::create_dir_all(dir.path().join(min_stack.map_or("ok", |_| "starved")))
+            .map_err(|e| e.to_string())?;
+        command.output().map_err(|e| e.to_string())
+    };
+    // With threads available, the program works (so the failure below is
+    // the flusher's).
+    let fine = run(None)?;
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let starved = run(Some("70368744177664"))?; // 64 TiB per thread
+    let stderr = String::from_utf8_lossy(&starved.stderr);
+    assert_eq!(starved.status.code(), Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("db.iqdb.wal"), "stderr: {stderr}");
+    Ok(())
+}
+
+/// A v1 log cuts a rejected operation's frame off again (1.0's replay fails
+/// on one). The cut is made durable at once: otherwise the rejected frame's
+/// bytes, still pending, could reach the disk mixed sector by sector with
+/// the frames written over them next, and power loss would leave a damaged
+/// frame followed by valid ones (corruption, not a torn tail).
+#[test]
+fn a_rejected_v1_frame_is_cut_off_durably() -> TestResult {
+    let fs = SimFs::new();
+    let mut db = open(&fs, WalFormat::V1, FsyncPolicy::Never)?;
+    for i in 0..4 {
+        insert(&mut db, i).map_err(|e| e.to_string())?;
+    }
+    let rejected = insert(&mut db, 1);
+    assert!(
+        matches!(rejected, Err(PersistError::IndexBuild(_))),
+        "{rejected:?}"
+    );
+    let wal_path = Path::new("/db/vectors.iqdb.wal");
+    assert_eq!(
+        fs.durable_image().read_live(wal_path),
+        fs.read_live(wal_path),
+        "the cut is not durable"
+    );
+    for i in 4..6 {
+        insert(&mut db, i).map_err(|e| e.to_string())?;
+    }
+    std::mem::forget(db); // power fails before anything else is synced
+    every_power_loss_keeps(
+        &fs,
+        WalFormat::V1,
+        &models(&[&[0, 1, 2, 3], &[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4, 5]]),
+    )
+}
+
+/// A load writes back the part of a v2 log its frames do not record as
+/// synced (all of it, for a log written under `Never`), then leaves a sync
+/// mark: the next load writes back only that mark, and adds none.
+#[test]
+fn a_load_writes_an_unsynced_v2_log_back_once() -> TestResult {
+    let fs = SimFs::new();
+    let mut db = open(&fs, WalFormat::V2, FsyncPolicy::Never)?;
+    for i in 0..50 {
+        insert(&mut db, i).map_err(|e| e.to_string())?;
+    }
+    db.close().map_err(|e| e.to_string())?;
+    let wal_path = Path::new("/db/vectors.iqdb.wal");
+    let written = fs.read_live(wal_path).ok_or("no log")?;
+    let writes = |fs: &SimFs, from: u64| {
+        fs.trace()
+            .iter()
+            .filter(|(n, k, p)| *n >= from && *k == OpKind::Write && p == wal_path)
+            .count()
+    };
+    let before = fs.operation_count();
+    let db = load(&fs, WalFormat::V2)?;
+    check_store(db.index(), &models(&[&(0..50).collect::<Vec<_>>()]))?;
+    drop(db);
+    let first = fs.read_live(wal_path).ok_or("no log")?;
+    assert!(
+        writes(&fs, before) >= 2,
+        "the unsynced log was not written back"
+    );
+    assert_eq!(&first[..written.len()], &written[..]);
+    assert_eq!(first.len(), written.len() + 8 + 18, "one sync mark");
+    let before = fs.operation_count();
+    let db = load(&fs, WalFormat::V2)?;
+    check_store(db.index(), &models(&[&(0..50).collect::<Vec<_>>()]))?;
+    drop(db);
+    assert_eq!(
+        fs.read_live(wal_path),
+        Some(first),
+        "a second mark was added"
+    );
+    assert_eq!(writes(&fs, before), 1, "only the mark is written back");
+    Ok(())
+}

@@ -30,6 +30,16 @@ use crate::{Persistable, checkpoint, replace, wal};
 ///   lives: a second writer, in this process or another, gets
 ///   [`PersistError::Locked`].
 ///
+/// Locking rule: every handle that writes the snapshot holds the writer
+/// lock while it writes — a WAL-mode handle for its whole life, a
+/// snapshot-only handle for each [`save`](Self::save) (which fails with
+/// `Locked` while a WAL-mode handle on the same database lives). A
+/// snapshot-only [`load`](Self::load) is a reader and takes no lock: it
+/// reads the snapshot last renamed into place, whole, and never the log.
+///
+/// [`close`](Self::close) returns the final sync's result; dropping the
+/// handle syncs too, but can only log a failure.
+///
 /// Writes made through [`index_mut`](Self::index_mut) bypass the log; a
 /// checkpoint (or save) makes them durable.
 pub struct PersistedIndex<I: Index + Persistable> {

@@ -153,7 +153,7 @@ pub(crate) fn assess(
         }
         Ok(Opened::Log(mut log)) => {
             if log.header.version < 2 || log.header.snapshot == Some(fingerprint) {
-                LogState::Replay(log)
+                LogState::Replay(*log)
             } else {
                 let operations = count_operations(&mut log)?;
                 if operations == 0 {
@@ -374,15 +374,24 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
                 )?
             } else {
                 let header = log.header;
-                let end = log.position();
                 // v2 frames before the last frame's synced length were seen
                 // durable by their writer; a v1 log cannot tell.
-                let unsure_from = if header.version >= 2 {
-                    log.last_synced_len.clamp(header.len(), end)
+                let (unsure_from, mark) = if header.version >= 2 {
+                    let from = log.last_synced_len.clamp(header.len(), log.position());
+                    // More than the last frame unsure (written under
+                    // `Periodic`/`Never`): leave a sync mark, so the next
+                    // load need not write it all back again.
+                    (from, (from < log.last_frame_offset).then_some(log.next_seq))
                 } else {
-                    header.len()
+                    (header.len(), None)
                 };
-                make_durable(log.file().as_ref(), &wal_path, unsure_from, end)?;
+                let end = make_durable(
+                    log.file().as_ref(),
+                    &wal_path,
+                    unsure_from,
+                    log.position(),
+                    mark,
+                )?;
                 writer(
                     config,
                     &wal_path,
@@ -443,7 +452,8 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
     Ok(writer)
 }
 
-/// Makes the log's valid bytes durable before anything is appended to them.
+/// Makes the log's valid bytes durable before anything is appended to them;
+/// returns the log's new end.
 ///
 /// What a load reads may be only in the page cache: after kill -9 between a
 /// write and its fsync, the pages are still dirty (an fsync writes them);
@@ -452,8 +462,16 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
 /// hole under writes acknowledged later. Writing the bytes in
 /// `[from, end)` back over themselves dirties those pages again, and the
 /// fsync then writes them. Setting the length makes a truncation whose
-/// sync failed durable too.
-fn make_durable(file: &dyn FileHandle, path: &Path, from: u64, end: u64) -> Result<()> {
+/// sync failed durable too. With `mark` (a v2 log; the next sequence
+/// number), a sync mark frame is appended once that fsync returned,
+/// recording everything before it as durable, and fsynced in turn.
+fn make_durable(
+    file: &dyn FileHandle,
+    path: &Path,
+    from: u64,
+    end: u64,
+    mark: Option<u64>,
+) -> Result<u64> {
     let io = |e| PersistError::io(path, e);
     let mut buf = vec![0u8; (end.saturating_sub(from)).min(1 << 20) as usize];
     let mut at = from;
@@ -464,7 +482,14 @@ fn make_durable(file: &dyn FileHandle, path: &Path, from: u64, end: u64) -> Resu
         at += n as u64;
     }
     file.set_len(end).map_err(io)?;
-    file.sync_all().map_err(io)
+    file.sync_all().map_err(io)?;
+    let Some(next_seq) = mark else {
+        return Ok(end);
+    };
+    let frame = format::sync_mark(next_seq, end)?;
+    file.write_all_at(&frame, end).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(end + frame.len() as u64)
 }
 
 /// Creates a fresh log and a writer on it.

@@ -27,8 +27,7 @@ use std::sync::Arc;
 use crate::error::{PersistError, Result};
 use crate::storage::{FileHandle, FileReader, FileSystem, read_exact_at};
 use crate::wal::format::{
-    self, FRAME_HEAD_LEN, FrameBody, HeaderState, KIND_BATCH, KIND_SINGLE, MAX_FRAME_BODY,
-    V2_BODY_PREFIX, WalHeader,
+    self, FRAME_HEAD_LEN, FrameBody, HeaderState, MAX_FRAME_BODY, V2_BODY_PREFIX, WalHeader,
 };
 
 /// The sector size below which a crash does not split a write.
@@ -134,8 +133,8 @@ pub(crate) enum Opened {
     Missing,
     /// A log too short for its header, or all zero: it holds no operations.
     Incomplete { len: u64 },
-    /// A log with a valid header.
-    Log(WalReader),
+    /// A log with a valid header (boxed: the reader is large).
+    Log(Box<WalReader>),
 }
 
 /// Reads frames from a log file.
@@ -151,6 +150,8 @@ pub(crate) struct WalReader {
     /// v2: the synced length the last frame read records (the header's
     /// length before any frame): what its writer knew durable.
     pub(crate) last_synced_len: u64,
+    /// Where the last frame read starts (the header's length before any).
+    pub(crate) last_frame_offset: u64,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -188,7 +189,7 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Open
         Err(e) => return Err(e.in_file(path, 0)),
     };
     let start = header.len();
-    Ok(Opened::Log(WalReader {
+    Ok(Opened::Log(Box::new(WalReader {
         reader: FileReader::new(file.clone(), start, file_len, 1 << 20),
         file,
         path: path.to_path_buf(),
@@ -198,7 +199,8 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Open
         body: Vec::new(),
         next_seq: header.base_seq,
         last_synced_len: start,
-    }))
+        last_frame_offset: start,
+    })))
 }
 
 impl WalReader {
@@ -223,7 +225,7 @@ impl WalReader {
         read_exact_at(self.file.as_ref(), &mut prefix, offset)
             .map_err(|e| PersistError::io(&self.path, e))?;
         let kind = prefix[FRAME_HEAD_LEN as usize];
-        if !matches!(kind, KIND_SINGLE | KIND_BATCH) {
+        if !format::is_frame_kind(kind) {
             return Ok(false);
         }
         let mut seq = [0u8; 8];
@@ -322,6 +324,7 @@ impl WalReader {
         if let Some(synced) = sequence.synced_len {
             self.last_synced_len = synced;
         }
+        self.last_frame_offset = at;
         let frame_len = FRAME_HEAD_LEN + u64::from(len);
         self.pos = at + frame_len;
         Ok(Checked::Frame(CheckedFrame {
@@ -691,7 +694,7 @@ fn check_frame(
     let peek_at = rel + FRAME_HEAD_LEN as usize;
     if let Some(&kind) = window.get(peek_at) {
         if version >= 2 {
-            if !matches!(kind, KIND_SINGLE | KIND_BATCH) || len < V2_BODY_PREFIX as u64 + 1 {
+            if !format::is_frame_kind(kind) || len < V2_BODY_PREFIX as u64 + 1 {
                 return Ok(None);
             }
             if let Some(seq_bytes) = window.get(peek_at + 1..peek_at + 9) {

@@ -264,8 +264,19 @@ impl WalWriter {
 
     /// Removes the frames appended since `mark` (used for operations the
     /// index rejected, in a v1 log that 1.0 must be able to replay).
+    ///
+    /// The cut is fsynced at once: otherwise the rejected frame's bytes,
+    /// still pending in the page cache, could reach the disk mixed sector by
+    /// sector with the frames written over them next, and power loss would
+    /// leave a damaged frame followed by valid ones, which reads as
+    /// corruption rather than a torn tail.
     pub(crate) fn rollback(&mut self, mark: Mark) -> Result<()> {
-        if let Err(e) = self.file.set_len(mark.end) {
+        let _turn = self.shared.sync_turn();
+        let cut = self
+            .file
+            .set_len(mark.end)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
             self.poison(format!("could not cut off a rejected frame ({e})"));
             return Err(PersistError::io(&self.path, e));
         }
@@ -273,7 +284,7 @@ impl WalWriter {
         self.next_seq = mark.next_seq;
         let mut state = self.shared.lock();
         state.written = self.end;
-        state.synced = state.synced.min(self.end);
+        state.synced = self.end;
         Ok(())
     }
 
