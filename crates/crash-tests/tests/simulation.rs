@@ -105,6 +105,11 @@ const FROZEN: &[(u64, Bug, &str)] = &[
         Bug::Open,
         "new: as seed 70, with open_with crashing after writing its intent",
     ),
+    (
+        2326,
+        Bug::Open,
+        "new: as seed 70, open_with's intent directory fsync failing",
+    ),
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
