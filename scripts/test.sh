@@ -34,6 +34,9 @@ step "iqdb-persist with default features only, and with none"
 cargo test -p iqdb-persist --lib --tests
 cargo build -p iqdb-persist --no-default-features
 
+step "iqdb-persist 1.0.0's own 27 tests over this crate: features zstd,lz4, default, none"
+bash scripts/upstream-tests.sh
+
 step "documentation, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 

@@ -112,7 +112,7 @@ fn open_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<(Arc<dyn FileHandle
     let file = fs.open_read(path).map_err(|e| PersistError::io(path, e))?;
     let file_len = file.len().map_err(|e| PersistError::io(path, e))?;
     let mut reader = FileReader::new(file.clone(), 0, file_len, 8 << 10);
-    let header = format::read_header(&mut reader).map_err(|e| match e {
+    let header = format::read_any_header(&mut reader).map_err(|e| match e {
         PersistError::Io { source, .. } => PersistError::io(path, source),
         PersistError::TruncatedHeader { needed, .. } => PersistError::TruncatedHeader {
             needed,
