@@ -70,7 +70,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
 
     /// [`open_with`](Self::open_with) with [`Options`].
     pub fn open_with_options(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::open_located(inner, config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn open_located(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let mut this = Self {
             inner,
             config,
@@ -122,7 +128,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
     /// [`load`](Self::load) with [`Options`] (for example a
     /// [`RecoveryMode`](crate::RecoveryMode)).
     pub fn load_with_options(config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::load_located(config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn load_located(config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let fs = options.get_file_system().clone();
         let lock = if config.wal_enabled {
             Some(crate::lock::acquire(fs.as_ref(), &config)?)
