@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use iqdb_persist::format_policy::convert;
+use iqdb_persist::format_policy::{convert, convert_files};
 use iqdb_persist::{Compression, FormatPolicy, Options, PersistError, PersistedIndex};
 use iqdb_persist_interop::{
     SCHEMES, SHAPES, Step, V1Store, assert_same_store, config, expected_after, v1_config, workload,
@@ -304,4 +304,112 @@ fn convert_refuses_a_database_open_for_writing() {
     assert!(matches!(err, PersistError::Locked { .. }), "{err:?}");
     drop(db);
     assert_eq!(versions(&path), (3, Some(2)));
+}
+
+/// `convert_files` (no index type needed) converts a checkpointed database
+/// both ways: 1.0 opens the compat result with every write; the latest
+/// result loads in ours with the same records and a fresh log.
+#[test]
+fn convert_files_without_the_index_type() {
+    for compression in SCHEMES {
+        let shape = SHAPES[4];
+        let context = format!("{compression:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.iqdb");
+        let cfg = config(&path, true, compression);
+        let steps = workload(shape.seed + 50, shape.n, 25);
+        let mut ours = PersistedIndex::open_with(shape.store(), cfg.clone()).unwrap();
+        for step in &steps {
+            step.apply_ours(&mut ours).unwrap();
+        }
+        ours.checkpoint().unwrap();
+        drop(ours);
+
+        let report = convert_files(&cfg, FormatPolicy::Compat, Options::new(), false)
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert_eq!(
+            (report.snapshot_before, report.snapshot_after),
+            (3, 2),
+            "{context}"
+        );
+        assert_eq!((report.wal_before, report.wal_after), (Some(2), Some(1)));
+        assert_eq!(versions(&path), (2, Some(1)), "{context}");
+        let loaded = load_v1(&path, true, compression, &context);
+        assert_same_store(&expected_after(&shape, &steps), &loaded, &context);
+
+        convert_files(&cfg, FormatPolicy::Latest, Options::new(), false).unwrap();
+        assert_eq!(versions(&path), (3, Some(2)), "{context}");
+        let mut ours = PersistedIndex::<VectorStore>::load(cfg.clone()).unwrap();
+        assert_same_store(&expected_after(&shape, &steps), ours.index(), &context);
+        let more = inserts(shape.n + 400, shape.n + 403, 7);
+        for step in &more {
+            step.apply_ours(&mut ours).unwrap();
+        }
+        drop(ours);
+        let all: Vec<Step> = steps.iter().chain(&more).copied().collect();
+        let reloaded = PersistedIndex::<VectorStore>::load(cfg.clone()).unwrap();
+        assert_same_store(&expected_after(&shape, &all), reloaded.index(), &context);
+    }
+}
+
+/// Operations in the log cannot be folded without the index type:
+/// `convert_files` refuses with `WouldOverwrite` and changes nothing.
+#[test]
+fn convert_files_refuses_a_log_with_operations() {
+    let shape = SHAPES[3];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.iqdb");
+    let cfg = config(&path, true, Compression::None);
+    let mut ours = PersistedIndex::open_with(shape.store(), cfg.clone()).unwrap();
+    for step in &inserts(shape.n, shape.n + 3, 8) {
+        step.apply_ours(&mut ours).unwrap();
+    }
+    drop(ours);
+    let snapshot = std::fs::read(&path).unwrap();
+    let err = convert_files(&cfg, FormatPolicy::Compat, Options::new(), false)
+        .expect_err("operations pending");
+    assert!(
+        matches!(
+            err,
+            PersistError::WouldOverwrite {
+                pending_operations: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), snapshot);
+    assert_eq!(versions(&path), (3, Some(2)));
+}
+
+/// A damaged snapshot is never re-framed into a valid-looking one: the copy
+/// verifies every byte first and fails naming the file, leaving it as it was.
+#[test]
+fn convert_files_refuses_a_damaged_snapshot() {
+    for (format, options) in [
+        ("v3", Options::new()),
+        ("v2", Options::new().format_policy(FormatPolicy::Compat)),
+    ] {
+        let shape = SHAPES[3];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.iqdb");
+        let cfg = config(&path, false, Compression::None);
+        PersistedIndex::open_with_options(shape.store(), cfg.clone(), options)
+            .unwrap()
+            .save()
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let to = if format == "v3" {
+            FormatPolicy::Compat
+        } else {
+            FormatPolicy::Latest
+        };
+        let err = convert_files(&cfg, to, Options::new(), false).expect_err("damaged");
+        assert!(err.is_corruption(), "{format}: {err:?}");
+        assert_eq!(err.path(), Some(path.as_path()), "{format}: {err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{format}: unchanged");
+    }
 }

@@ -8,21 +8,26 @@
 //! replayed, and a new snapshot and an empty log are installed in the chosen
 //! formats with the checkpoint protocol, so a crash leaves either the old
 //! files or the new ones (the next open finishes or abandons it) and every
-//! acknowledged write is kept. The index type must be registered (the
-//! reference type is; see [`Registry`](crate::Registry)), because replaying
-//! the log needs its code. A database without a log is converted as a
-//! snapshot-only database. `--dry-run` reads only the headers and says what
-//! would change.
+//! acknowledged write is kept. For an index type the tool does not know
+//! (such as `iqdb`'s), the snapshot's payload is copied, verified, into the
+//! new format without decoding it
+//! ([`iqdb_persist::format_policy::convert_files`]); that needs a log with no
+//! operations in it (checkpoint first: `iqdb`'s `flush()` or `close()`),
+//! since replaying a log needs the type's code. Registered types (the
+//! reference type is; see [`Registry`](crate::Registry)) have their log
+//! folded in. A database without a log is converted as a snapshot-only
+//! database. `--dry-run` changes nothing and says what would change.
 //!
 //! Exit code: 0 converted (or, with `--dry-run`, convertible), 1 damaged
-//! files, 3 I/O error, 4 locked, 5 no converter for the index type.
+//! files, 3 I/O error, 4 locked, 5 an unknown index type with operations in
+//! its log.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use iqdb_persist::format_policy::ConvertReport;
+use iqdb_persist::format_policy::{ConvertReport, convert_files};
 use iqdb_persist::inspect;
-use iqdb_persist::{FormatPolicy, Options};
+use iqdb_persist::{FormatPolicy, Options, PersistError};
 use serde_json::json;
 
 use crate::output;
@@ -83,24 +88,32 @@ pub fn run(args: &ConvertArgs, ctx: &mut Context<'_>) -> CliResult {
     let info = inspect::snapshot_info(fs.as_ref(), &paths.snapshot, false)
         .map_err(|e| CliError::persist("reading the snapshot header", &e))?;
     let index_type = info.header.index_type.clone();
-    let converter = ctx.registry.converter(&index_type).ok_or_else(|| {
-        CliError::new(
-            Status::Failed,
-            format!(
-                "{}: no converter is registered for index type {index_type:?} (replaying its log \
-                 needs the type's code: register it in a Registry and call run_with)",
-                paths.snapshot.display()
-            ),
-        )
-    })?;
     let to = FormatPolicy::from(args.to);
     let spin = output::spinner(
         ctx.progress && !args.dry_run,
-        "converting: loading, replaying the log, writing the new snapshot and log",
+        "converting: writing the new snapshot and log",
     );
-    let result = converter(&config, to, &options, args.dry_run);
+    let result = match ctx.registry.converter(&index_type) {
+        Some(converter) => converter(&config, to, &options, args.dry_run),
+        None => convert_files(&config, to, options.clone(), args.dry_run),
+    };
     spin.finish_and_clear();
-    let report = result.map_err(|e| CliError::persist("convert", &e))?;
+    let report = result.map_err(|e| match e {
+        PersistError::WouldOverwrite {
+            path,
+            pending_operations,
+        } => CliError::new(
+            Status::Failed,
+            format!(
+                "{}: the log holds {pending_operations} operation(s), and index type \
+                 {index_type:?} is not registered, so they cannot be folded into the snapshot: \
+                 checkpoint the database with the program that writes it (iqdb: flush() or \
+                 close()) and convert again, or register the type (Registry, run_with)",
+                path.display()
+            ),
+        ),
+        e => CliError::persist("convert", &e),
+    })?;
     write_report(ctx, args, &paths, &report)?;
     Ok(Status::Healthy)
 }

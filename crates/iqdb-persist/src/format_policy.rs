@@ -19,14 +19,15 @@
 //! [`convert`] rewrites a database in the chosen formats, both ways.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::PersistConfig;
 use crate::error::{PersistError, Result};
 use crate::options::{Options, SnapshotFormat, WalFormat};
 use crate::persisted::PersistedIndex;
-use crate::storage::FileSystem;
-use crate::{Persistable, snapshot};
+use crate::snapshot::{HeaderFacts, WriteSettings, WrittenSnapshot};
+use crate::storage::{FileHandle, FileSystem};
+use crate::{Persistable, replace, snapshot};
 
 /// The environment variable that chooses the formats when the program does
 /// not: `compat` (1.0's formats), `latest` (snapshot v3, WAL v2) or `keep`
@@ -380,6 +381,131 @@ pub fn convert<I: Persistable>(
     report.vectors = iqdb_index::IndexCore::len(db.index()) as u64;
     report.rewritten = true;
     Ok(report)
+}
+
+/// Rewrites the database at `config.path` in the formats of `to` without
+/// knowing its index type: the snapshot's payload is copied, every byte
+/// verified, into a snapshot of the new format (the index never decodes it),
+/// and the log is replaced by an empty one of the new format, with the
+/// checkpoint protocol under the writer lock (crash-safe as a checkpoint).
+///
+/// Because replaying a log needs the index's code, this works only when the
+/// log holds no operations (as after a checkpoint, or after `iqdb`'s
+/// `flush()` or `close()`); otherwise it fails with
+/// [`PersistError::WouldOverwrite`] and changes nothing: checkpoint the
+/// database first, or use [`convert`] with its type. A database without a
+/// log is converted as a snapshot-only database. With `dry_run`, nothing is
+/// locked or written.
+///
+/// # Errors
+///
+/// [`PersistError::WouldOverwrite`] as said; [`PersistError::Locked`] while
+/// another handle writes; what reading the snapshot returns for a damaged
+/// one (with its location); I/O errors.
+pub fn convert_files(
+    config: &PersistConfig,
+    to: FormatPolicy,
+    options: Options,
+    dry_run: bool,
+) -> Result<ConvertReport> {
+    let fs = options.get_file_system().clone();
+    let wal_mode = fs.exists(&config.wal_path()).unwrap_or(false);
+    let before = OnDisk::read(fs.as_ref(), config);
+    let (snapshot_format, wal_format) = formats(to, None, None, before);
+    let meta = snapshot::inspect_snapshot_file(fs.as_ref(), &config.path, false, 1)?;
+    let mut report = ConvertReport {
+        snapshot_before: meta.header.version,
+        wal_before: before.wal,
+        snapshot_after: snapshot_format.version(),
+        wal_after: wal_mode.then(|| wal_format.version()),
+        operations_folded: 0,
+        vectors: meta.header.n_vectors as u64,
+        rewritten: false,
+    };
+    let lock = if dry_run {
+        None
+    } else {
+        Some(crate::lock::acquire(fs.as_ref(), config)?)
+    };
+    let mut next_seq = meta.last_seq().map_or(1, |seq| seq + 1);
+    if wal_mode {
+        let pending =
+            crate::recovery::pending_operations(fs.as_ref(), config, Some(meta.fingerprint()))?;
+        if pending > 0 {
+            return Err(PersistError::WouldOverwrite {
+                path: config.wal_path(),
+                pending_operations: pending,
+            });
+        }
+        if let Some(info) = crate::inspect::scan_log(fs.as_ref(), &config.wal_path(), |_| {
+            std::ops::ControlFlow::Continue(())
+        })? {
+            next_seq = next_seq.max(info.next_seq);
+        }
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    let options = options
+        .clear_explicit_formats()
+        .snapshot_format(snapshot_format)
+        .wal_format(wal_format);
+    let raw = RawSnapshot {
+        fs: fs.as_ref(),
+        path: &config.path,
+        threads: options.effective_threads(),
+    };
+    if wal_mode {
+        crate::persisted::install(&raw, config, &options, next_seq)?;
+    } else {
+        let settings = WriteSettings {
+            format: snapshot_format,
+            compression: config.compression,
+            chunk_size: options.get_chunk_size(),
+            threads: options.effective_threads(),
+            last_seq: next_seq.saturating_sub(1),
+        };
+        replace::sweep_stale_temps(fs.as_ref(), &config.path)?;
+        replace::write_atomically(&fs, &config.path, |file, temp| {
+            snapshot::Source::write_to(&raw, file, temp, &settings)
+        })?;
+    }
+    drop(lock);
+    report.rewritten = true;
+    Ok(report)
+}
+
+/// The payload of the snapshot at `path`, copied verified into a snapshot
+/// of another format.
+struct RawSnapshot<'a> {
+    fs: &'a dyn FileSystem,
+    path: &'a Path,
+    threads: usize,
+}
+
+impl snapshot::Source for RawSnapshot<'_> {
+    fn write_to(
+        &self,
+        file: &Arc<dyn FileHandle>,
+        path: &Path,
+        settings: &WriteSettings,
+    ) -> Result<WrittenSnapshot> {
+        snapshot::copy_payload(self.fs, self.path, self.threads, |meta, reader| {
+            let facts = HeaderFacts {
+                index_type: meta.header.index_type.clone(),
+                dim: meta.header.dim,
+                metric: meta.header.metric,
+                n_vectors: meta.header.n_vectors,
+            };
+            let source = self.path;
+            let mut save = |writer: &mut dyn std::io::Write| {
+                std::io::copy(reader, writer)
+                    .map(drop)
+                    .map_err(|e| PersistError::io(source, e))
+            };
+            snapshot::write_payload(file, path, facts, &mut save, settings)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -503,14 +503,14 @@ fn existing_fingerprint(fs: &dyn FileSystem, path: &Path) -> Option<SnapshotFing
 }
 
 /// A snapshot installed with a fresh log beside it.
-struct Installed {
+pub(crate) struct Installed {
     snapshot: SnapshotFingerprint,
     file: Arc<dyn FileHandle>,
     header: WalHeader,
 }
 
 /// Whether a failed install may have changed the files in place.
-enum InstallError {
+pub(crate) enum InstallError {
     /// Nothing was installed; the old snapshot and log stand.
     Before(PersistError),
     /// The snapshot may have been installed.
@@ -527,8 +527,8 @@ impl From<InstallError> for PersistError {
 
 /// The checkpoint protocol: snapshot to a temporary, durable intent,
 /// rename, fresh log, intent removed (see [`checkpoint`]).
-fn install<I: Persistable>(
-    index: &I,
+pub(crate) fn install<S: snapshot::Source>(
+    index: &S,
     config: &PersistConfig,
     options: &Options,
     next_seq: u64,
@@ -536,7 +536,7 @@ fn install<I: Persistable>(
     let fs = options.get_file_system();
     let settings = write_settings(config, options, next_seq.saturating_sub(1));
     let (prepared, written) = replace::prepare(fs, &config.path, |file, temp| {
-        snapshot::write_snapshot(file, temp, index, &settings)
+        index.write_to(file, temp, &settings)
     })
     .map_err(InstallError::Before)?;
     let wal_version = options.get_wal_format().version();
