@@ -152,7 +152,7 @@ pub fn scan_log(
                 stopped_early: false,
             }));
         }
-        Opened::Log(log) => log,
+        Opened::Log(log) => *log,
     };
     let mut info = LogInfo {
         path: path.to_path_buf(),
@@ -589,7 +589,7 @@ pub fn read_log_frames(
     max_bytes: u64,
 ) -> Result<Option<(LogHeader, Vec<RawFrame>, u64)>> {
     let mut log = match reader::open(fs, path, false)? {
-        Opened::Log(log) => log,
+        Opened::Log(log) => *log,
         Opened::Missing | Opened::Incomplete { .. } => return Ok(None),
     };
     let header = LogHeader {

@@ -30,6 +30,16 @@ use crate::{Persistable, checkpoint, replace, wal};
 ///   lives: a second writer, in this process or another, gets
 ///   [`PersistError::Locked`].
 ///
+/// Locking rule: every handle that writes the snapshot holds the writer
+/// lock while it writes — a WAL-mode handle for its whole life, a
+/// snapshot-only handle for each [`save`](Self::save) (which fails with
+/// `Locked` while a WAL-mode handle on the same database lives). A
+/// snapshot-only [`load`](Self::load) is a reader and takes no lock: it
+/// reads the snapshot last renamed into place, whole, and never the log.
+///
+/// [`close`](Self::close) returns the final sync's result; dropping the
+/// handle syncs too, but can only log a failure.
+///
 /// Writes made through [`index_mut`](Self::index_mut) bypass the log; a
 /// checkpoint (or save) makes them durable.
 pub struct PersistedIndex<I: Index + Persistable> {
@@ -106,7 +116,7 @@ impl<I: Index + Persistable> PersistedIndex<I> {
                 installed.header.len(),
                 installed.header.base_seq,
                 this.config.fsync_policy,
-            );
+            )?;
             this.report.wal_created = true;
             this.report.wal_version = Some(installed.header.version);
             this.wal = Some(Mutex::new(WalState {
@@ -324,6 +334,10 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             Some(wal) => self.checkpoint_locked(&mut lock_state(wal)),
             None => {
                 let fs = self.options.get_file_system();
+                // The writer lock, for the save's duration: a WAL-mode handle
+                // (in this process or another) owns the snapshot while it
+                // lives, and a save under it would orphan its log.
+                let _lock = crate::lock::acquire(fs.as_ref(), &self.config)?;
                 replace::sweep_stale_temps(fs.as_ref(), &self.config.path)?;
                 let settings = write_settings(&self.config, &self.options, 0);
                 replace::write_atomically(fs, &self.config.path, |file, temp| {
@@ -331,6 +345,40 @@ impl<I: Index + Persistable> PersistedIndex<I> {
                 })?;
                 Ok(())
             }
+        }
+    }
+
+    /// Closes the handle, returning what dropping it would only log: the
+    /// result of the final sync of the log (WAL mode). An error means writes
+    /// acknowledged under `Periodic` or `Never` since the last successful
+    /// sync may not be durable. Snapshot mode has nothing to sync.
+    ///
+    /// ```
+    /// # use iqdb_persist_testkit::VectorStore;
+    /// use iqdb_index::Index;
+    /// use iqdb_persist::{FsyncPolicy, PersistConfig, PersistedIndex};
+    /// use iqdb_types::DistanceMetric;
+    ///
+    /// # fn main() -> iqdb_persist::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut config = PersistConfig::new(dir.path().join("db.iqdb"));
+    /// config.wal_enabled = true;
+    /// config.fsync_policy = FsyncPolicy::Never;
+    /// let index = VectorStore::new(2, DistanceMetric::Euclidean, Default::default())?;
+    /// let db = PersistedIndex::open_with(index, config)?;
+    /// db.close()?; // the final fsync's outcome
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close(mut self) -> Result<()> {
+        match self.wal.take() {
+            Some(wal) => {
+                let mut state = wal
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.writer.shutdown()
+            }
+            None => Ok(()),
         }
     }
 
