@@ -17,6 +17,11 @@
 //! | `restore URL --to DIR` | rebuilds a database from its replica, to the latest point, a sequence number or a time | only DIR (absent or empty) |
 //! | `generations URL` | lists a replica's generations, sequence ranges, times, sizes and lease | no |
 //!
+//! `replicate`, `restore` and `generations` need the `replication` cargo
+//! feature (on by default). Without it (`cargo install iqdb-persist-cli
+//! --no-default-features`) the tool has no network stack (tokio, object_store,
+//! reqwest, TLS) and no C toolchain is needed for a crypto library.
+//!
 //! `PATH` is always the snapshot; its log is `PATH.wal`. A path ending in
 //! `.wal` is taken as the log, with the snapshot beside it.
 //!
@@ -73,12 +78,15 @@ pub mod bench;
 pub mod convert;
 pub mod demo;
 mod examine;
+#[cfg(feature = "replication")]
 pub mod generations;
 pub mod inspect;
 mod output;
 pub mod registry;
 pub mod repair;
+#[cfg(feature = "replication")]
 pub mod replicate;
+#[cfg(feature = "replication")]
 pub mod restore;
 pub mod verify;
 pub mod wal;
@@ -244,7 +252,7 @@ const TOP_EXAMPLES: &str = concat!(
   iqdb-persist repair data/vectors.iqdb --dry-run
   iqdb-persist convert data/vectors.iqdb --to compat
   iqdb-persist demo
-  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors   # replication feature (default)
   iqdb-persist restore s3://backups/vectors --to /srv/restored --at 120000
   iqdb-persist generations s3://backups/vectors
 
@@ -296,10 +304,13 @@ pub enum Command {
     /// Build, save, crash a writer with SIGKILL, recover, and check every write.
     Demo(demo::DemoArgs),
     /// Ship the snapshot and log to object storage continuously (S3, file://).
+    #[cfg(feature = "replication")]
     Replicate(replicate::ReplicateArgs),
     /// Rebuild a database from its replica (latest, --at SEQ or --at TIME).
+    #[cfg(feature = "replication")]
     Restore(restore::RestoreArgs),
     /// List a replica's generations, sequence ranges, times, sizes and lease.
+    #[cfg(feature = "replication")]
     Generations(generations::GenerationsArgs),
     /// The writer process of `demo` (internal).
     #[command(name = "__demo-writer", hide = true)]
@@ -343,8 +354,11 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         Command::Bench(args) => bench::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::DemoWriter(args) => demo::run_writer(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Replicate(args) => replicate::run(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Restore(args) => restore::run(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Generations(args) => generations::run(args, ctx),
     }
 }
