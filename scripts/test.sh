@@ -33,9 +33,13 @@ cargo test --workspace --all-features
 step "iqdb-persist with default features only, and with none"
 cargo test -p iqdb-persist --lib --tests
 cargo build -p iqdb-persist --no-default-features
+cargo build -p iqdb-persist-cli --no-default-features   # the lean tool: no replication stack
 
 step "iqdb-persist 1.0.0's own 27 tests over this crate: features zstd,lz4, default, none"
 bash scripts/upstream-tests.sh
+
+step "cargo-deny: licenses, duplicates, sources (advisories need the network: IQDB_DENY_ADVISORIES=1)"
+bash scripts/deny.sh
 
 step "documentation, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
