@@ -98,8 +98,9 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             let fs = this.options.get_file_system().clone();
             let lock = crate::lock::acquire(fs.as_ref(), &this.config)?;
             this.sweep()?;
+            let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
+            recovery::settle_intent(&fs, &this.config, existing)?;
             if !this.options.get_overwrite_existing() {
-                let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
                 let pending = recovery::pending_operations(fs.as_ref(), &this.config, existing)?;
                 if pending > 0 {
                     return Err(PersistError::WouldOverwrite {
