@@ -744,3 +744,119 @@ fn a_load_writes_an_unsynced_v2_log_back_once() -> TestResult {
     assert_eq!(writes(&fs, before), 1, "only the mark is written back");
     Ok(())
 }
+
+/// The limit of the bit-rot rule: when the one bit that would make a frame
+/// valid lies in a sector that is all zero now (a lost sector whose only
+/// set bit was that one, as in a delete of id 1 or a sparse vector), a
+/// crash explains it as well as bit rot, and a torn tail it is: power loss
+/// zeroing the end of an unsynced v1 frame must never leave a database that
+/// does not load. (Found by the chained-fault simulator, seed 1914.)
+#[test]
+fn a_torn_tail_one_bit_away_from_zeros_still_loads() -> TestResult {
+    for wal in [WalFormat::V1, WalFormat::V2] {
+        let fs = SimFs::new();
+        let store = VectorStore::new(512, DistanceMetric::Euclidean, Default::default())
+            .map_err(|e| e.to_string())?;
+        let mut db = PersistedIndex::open_with_options(
+            store,
+            config(FsyncPolicy::Always),
+            sim_options(&fs, wal),
+        )
+        .map_err(|e| e.to_string())?;
+        for i in 0..4u64 {
+            db.insert(VectorId::from(i), padded_vector(i), None)
+                .map_err(|e| e.to_string())?;
+        }
+        // Zeros but for one bit in the last component.
+        let mut sparse = vec![0.0f32; 512];
+        sparse[511] = f32::from_bits(1);
+        db.insert(VectorId::from(9u64), Arc::from(sparse), None)
+            .map_err(|e| e.to_string())?;
+        drop(db);
+        let wal_path = Path::new("/db/vectors.iqdb.wal");
+        let log = fs.read_live(wal_path).ok_or("no log")?;
+        let header = if wal == WalFormat::V1 { 12 } else { 40 };
+        let frames = frames(&log, header);
+        let (start, end) = frames[4];
+        assert_eq!(end, log.len());
+        // The power fails while the last frame is in flight: its sectors
+        // from one inside the (zero) vector to the end never reach the disk.
+        let lost_from = (end - 5) / 512 * 512;
+        assert!(
+            lost_from > start + 22,
+            "the lost sector must lie in the vector"
+        );
+        let mut torn = log.clone();
+        torn[lost_from..].fill(0);
+        assert_eq!(
+            log[lost_from..].iter().map(|b| b.count_ones()).sum::<u32>(),
+            1
+        );
+        let image = SimFs::new();
+        let snapshot = fs
+            .read_live(Path::new("/db/vectors.iqdb"))
+            .ok_or("no snapshot")?;
+        image.put_durable(Path::new("/db/vectors.iqdb"), &snapshot);
+        image.put_durable(wal_path, &torn);
+        let db = PersistedIndex::<VectorStore>::load_with_options(
+            config(FsyncPolicy::Always),
+            sim_options(&image, wal),
+        )
+        .map_err(|e| format!("{wal:?}: a torn tail did not load: {e}"))?;
+        assert_eq!(db.index().len(), 4);
+        let cut = db.recovery_report().truncated.clone().ok_or("no cut")?;
+        assert_eq!(cut.offset, start as u64);
+        assert_eq!(cut.kind, iqdb_persist::DamageKind::Torn);
+    }
+    Ok(())
+}
+
+/// A checkpoint fails after renaming its snapshot into place (the directory
+/// fsync after the rename fails), leaving its intent for the next load;
+/// then `open_with` runs and fails before installing its own snapshot. It
+/// must not have written its intent over the pending one: the database
+/// still loads, holding what the installed snapshot holds. (Found by the
+/// chained-fault simulator, seeds 70 and 222.)
+#[test]
+fn open_with_settles_a_pending_checkpoint_before_writing_its_own() -> TestResult {
+    let phase_one = |fs: &SimFs, fail: Option<u64>| -> Result<u64, String> {
+        if let Some(k) = fail {
+            fs.fail_operation(k, Fault::Io);
+        }
+        let mut db = open(fs, WalFormat::V2, FsyncPolicy::Always)?;
+        for i in 0..3 {
+            insert(&mut db, i).map_err(|e| e.to_string())?;
+        }
+        let before = fs.operation_count();
+        let checkpointed = db.checkpoint();
+        assert_eq!(checkpointed.is_err(), fail.is_some(), "{checkpointed:?}");
+        Ok(before)
+    };
+    let probe = SimFs::new();
+    let before = phase_one(&probe, None)?;
+    let rename =
+        find_op(&probe, before, OpKind::Rename, "/db/vectors.iqdb").ok_or("no snapshot rename")?;
+    let dir_sync = find_op(&probe, rename, OpKind::SyncDir, "/db").ok_or("no dir fsync")?;
+
+    let probe = SimFs::new();
+    phase_one(&probe, Some(dir_sync))?;
+    let second = probe.operation_count();
+    drop(open(&probe, WalFormat::V2, FsyncPolicy::Always));
+    let second_rename = find_op(&probe, second, OpKind::Rename, "/db/vectors.iqdb")
+        .ok_or("open_with renames no snapshot")?;
+
+    let fs = SimFs::new();
+    phase_one(&fs, Some(dir_sync))?;
+    fs.fail_operation(second_rename, Fault::Io);
+    let opened = open(&fs, WalFormat::V2, FsyncPolicy::Always);
+    assert!(opened.is_err(), "the fault in open_with did not fire");
+    assert_eq!(
+        fs.trace().get(second_rename as usize).map(|t| t.1),
+        Some(OpKind::Rename)
+    );
+    drop(opened);
+    let db = load(&fs, WalFormat::V2)?;
+    check_store(db.index(), &models(&[&[0, 1, 2]]))?;
+    drop(db);
+    every_power_loss_keeps(&fs, WalFormat::V2, &models(&[&[0, 1, 2]]))
+}

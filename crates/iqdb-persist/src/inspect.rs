@@ -485,7 +485,17 @@ pub fn repair_log(
             operations,
         } => {
             let backup = recovery::backup_log(fs, &wal_path)?;
-            let version = options.get_wal_format().version();
+            let version = crate::format_policy::formats(
+                crate::format_policy::policy(options)?,
+                None,
+                options.explicit_wal_format(),
+                crate::format_policy::OnDisk {
+                    snapshot: Some(meta.header.version),
+                    wal: None,
+                },
+            )
+            .1
+            .version();
             let base = meta.last_seq().map_or(1, |seq| seq + 1);
             wal::create_log(fs, &wal_path, version, base, fingerprint)?;
             report.truncated = Some(Truncation::whole_log(

@@ -80,7 +80,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
 
     /// [`open_with`](Self::open_with) with [`Options`].
     pub fn open_with_options(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::open_located(inner, config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn open_located(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let mut this = Self {
             inner,
             config,
@@ -92,8 +98,9 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             let fs = this.options.get_file_system().clone();
             let lock = crate::lock::acquire(fs.as_ref(), &this.config)?;
             this.sweep()?;
+            let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
+            recovery::settle_intent(&fs, &this.config, existing)?;
             if !this.options.get_overwrite_existing() {
-                let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
                 let pending = recovery::pending_operations(fs.as_ref(), &this.config, existing)?;
                 if pending > 0 {
                     return Err(PersistError::WouldOverwrite {
@@ -132,7 +139,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
     /// [`load`](Self::load) with [`Options`] (for example a
     /// [`RecoveryMode`](crate::RecoveryMode)).
     pub fn load_with_options(config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::load_located(config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn load_located(config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let fs = options.get_file_system().clone();
         let lock = if config.wal_enabled {
             Some(crate::lock::acquire(fs.as_ref(), &config)?)
@@ -539,14 +552,14 @@ fn existing_fingerprint(fs: &dyn FileSystem, path: &Path) -> Option<SnapshotFing
 }
 
 /// A snapshot installed with a fresh log beside it.
-struct Installed {
+pub(crate) struct Installed {
     snapshot: SnapshotFingerprint,
     file: Arc<dyn FileHandle>,
     header: WalHeader,
 }
 
 /// Whether a failed install may have changed the files in place.
-enum InstallError {
+pub(crate) enum InstallError {
     /// Nothing was installed; the old snapshot and log stand.
     Before(PersistError),
     /// The snapshot may have been installed.
@@ -563,8 +576,8 @@ impl From<InstallError> for PersistError {
 
 /// The checkpoint protocol: snapshot to a temporary, durable intent,
 /// rename, fresh log, intent removed (see [`checkpoint`]).
-fn install<I: Persistable>(
-    index: &I,
+pub(crate) fn install<S: snapshot::Source>(
+    index: &S,
     config: &PersistConfig,
     options: &Options,
     next_seq: u64,
@@ -572,7 +585,7 @@ fn install<I: Persistable>(
     let fs = options.get_file_system();
     let settings = write_settings(config, options, next_seq.saturating_sub(1));
     let (prepared, written) = replace::prepare(fs, &config.path, |file, temp| {
-        snapshot::write_snapshot(file, temp, index, &settings)
+        index.write_to(file, temp, &settings)
     })
     .map_err(InstallError::Before)?;
     let wal_version = options.get_wal_format().version();

@@ -544,6 +544,37 @@ fn count_operations(log: &mut WalReader) -> Result<u64> {
     }
 }
 
+/// Finishes or abandons an interrupted checkpoint before `open_with` writes
+/// its own intent: an intent matching the snapshot in place means that
+/// snapshot holds the old log's operations, so the log is replaced by the
+/// fresh one the intent names; any other intent names a snapshot that was
+/// never installed and is removed. (Overwriting a pending intent and then
+/// failing before installing the new snapshot left the installed snapshot
+/// beside the old log, with nothing to say they no longer match.)
+pub(crate) fn settle_intent(
+    fs: &Arc<dyn FileSystem>,
+    config: &PersistConfig,
+    snapshot: Option<SnapshotFingerprint>,
+) -> Result<()> {
+    let path = config.checkpoint_path();
+    let Some(intent) = checkpoint::read(fs.as_ref(), &path)? else {
+        return Ok(());
+    };
+    if let Some(fingerprint) = snapshot
+        && intent.snapshot == fingerprint
+    {
+        let version = if intent.wal_version == 1 { 1 } else { 2 };
+        wal::create_log(
+            fs,
+            &config.wal_path(),
+            version,
+            intent.next_seq,
+            fingerprint,
+        )?;
+    }
+    checkpoint::remove(fs.as_ref(), &path)
+}
+
 /// The number of logged operations a new `open_with` would discard: those
 /// in a log that is not made obsolete by a completed checkpoint.
 pub(crate) fn pending_operations(

@@ -507,9 +507,13 @@ fn classify(
     // One flipped bit that makes the frame valid is the signature of bit
     // rot, and it is checked before the signs of a torn write: a frame of
     // zero-padded or sparse vectors holds whole zero sectors of its own,
-    // which look like a lost sector. (A lost sector whose only content was a
-    // single set bit looks the same; it is reported, never dropped.)
-    let rot = single_bit_explains(file, at, head, file_len)?;
+    // which look like a lost sector. Only a fix that sets a bit inside a
+    // sector that is all zero now (a lost sector whose one set bit was that
+    // bit: a delete of id 1, say) is left to the signs of a crash.
+    let rot = match single_bit_fix(file, at, head, file_len)? {
+        Some(bit) => !fix_lies_in_lost_sector(file, bit, file_len)?,
+        None => false,
+    };
     let (kind, verdict) = if after > 0 {
         if version >= 2 && max_synced > at {
             (
@@ -554,17 +558,18 @@ fn classify(
 /// The CRC-32 polynomial, reflected.
 const POLY: u32 = 0xEDB8_8320;
 
-/// Whether flipping one bit of the frame at `at` (in its length field,
-/// checksum field or body) makes it valid: the signature of bit rot, which
-/// a torn write practically never has.
-fn single_bit_explains(
+/// The bit of the file (as byte offset × 8 + bit, least significant first)
+/// whose flip makes the frame at `at` valid (in its length field, checksum
+/// field or body), if one does: the signature of bit rot, which a torn
+/// write has only when the lost bytes held that one bit and nothing else.
+fn single_bit_fix(
     file: &dyn FileHandle,
     at: u64,
     head: Option<(u32, u32)>,
     file_len: u64,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Option<u64>> {
     let Some((len, crc)) = head else {
-        return Ok(false);
+        return Ok(None);
     };
     let body_start = at + FRAME_HEAD_LEN;
     let fits =
@@ -574,21 +579,45 @@ fn single_bit_explains(
         body.resize(len as usize, 0);
         read_exact_at(file, &mut body, body_start)?;
         let syndrome = crc32fast::hash(&body) ^ crc;
-        if syndrome.count_ones() == 1 || bit_with_syndrome(syndrome, body.len()).is_some() {
-            return Ok(true);
+        if syndrome.count_ones() == 1 {
+            // The stored checksum is one bit off.
+            return Ok(Some((at + 4) * 8 + u64::from(syndrome.trailing_zeros())));
+        }
+        if let Some(p) = bit_with_syndrome(syndrome, body.len()) {
+            return Ok(Some(body_start * 8 + p));
         }
     }
-    for bit in 0..32 {
+    for bit in 0..32u32 {
         let other = len ^ (1 << bit);
         if fits(other) {
             body.resize(other as usize, 0);
             read_exact_at(file, &mut body, body_start)?;
             if crc32fast::hash(&body) == crc {
-                return Ok(true);
+                return Ok(Some(at * 8 + u64::from(bit)));
             }
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether the one-bit fix at file bit `bit` is also what a lost sector
+/// explains: the fix sets a bit (a lost write reads back zeros, and bit rot
+/// that cleared a bit looks the same only here) inside an aligned sector
+/// that is all zero now. Such a frame cannot be told from a torn write; the
+/// signs of a crash decide (see docs/FORMAT.md).
+fn fix_lies_in_lost_sector(
+    file: &dyn FileHandle,
+    bit: u64,
+    file_len: u64,
+) -> std::io::Result<bool> {
+    let byte = bit / 8;
+    let mut value = [0u8; 1];
+    read_exact_at(file, &mut value, byte)?;
+    if value[0] & (1 << (bit % 8)) != 0 {
+        return Ok(false);
+    }
+    let sector = byte / SECTOR * SECTOR;
+    all_zero_io(file, sector, (sector + SECTOR).min(file_len))
 }
 
 /// The bit position (in CRC processing order: byte × 8 + bit, least
