@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use iqdb_index::Index;
-use iqdb_persist::{FsyncPolicy, Options, PersistConfig, PersistedIndex};
+use iqdb_persist::{
+    FsyncPolicy, Options, PersistConfig, PersistedIndex, SnapshotFormat, WalFormat,
+};
 use iqdb_persist_crash_tests::{DIM, Outcome, Workload, apply_outcome, execute, store_model};
 use iqdb_persist_testkit::VectorStore;
 use iqdb_types::DistanceMetric;
@@ -32,10 +34,14 @@ fn main() -> ExitCode {
         fsync_policy: FsyncPolicy::Always,
         compression: iqdb_persist::Compression::None,
     };
+    // Explicit formats: a database keeps the formats it has unless told
+    // otherwise, and the kill -9 loop alternates them on one database.
     let options = if args[4] == "v1" {
         Options::compat_1_0()
     } else {
         Options::new()
+            .snapshot_format(SnapshotFormat::V3)
+            .wal_format(WalFormat::V2)
     };
     let opened = if config.path.exists() {
         PersistedIndex::<VectorStore>::load_with_options(config, options)
