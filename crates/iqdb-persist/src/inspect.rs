@@ -551,10 +551,14 @@ impl RawFrame {
         crate::checksum::verify(&bytes[head..], stored)?;
         let body = wal::format::decode_body(2, &bytes[head..])?;
         let first_seq = body.first_seq.ok_or(bad("frame has no sequence number"))?;
+        let operations = body.ops.len() as u64;
+        if first_seq.checked_add(operations).is_none() {
+            return Err(bad("frame's sequence numbers overflow"));
+        }
         Ok(Self {
             offset: 0,
             first_seq,
-            operations: body.ops.len() as u64,
+            operations,
             bytes,
         })
     }
@@ -562,7 +566,9 @@ impl RawFrame {
     /// The sequence number after its last operation.
     #[must_use]
     pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.operations
+        // `from_bytes` refuses frames whose numbers overflow; saturating
+        // keeps a hand-built one from panicking.
+        self.first_seq.saturating_add(self.operations)
     }
 }
 
