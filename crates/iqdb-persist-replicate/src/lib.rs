@@ -70,7 +70,9 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 
+mod clock;
 mod error;
+pub mod faults;
 pub mod format;
 mod lease;
 pub mod manifest;
@@ -80,6 +82,7 @@ mod replicator;
 mod restore;
 mod store;
 
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{ReplicateError, Result};
 pub use crate::lease::LeaseRecord;
 pub use crate::manifest::{
@@ -87,7 +90,8 @@ pub use crate::manifest::{
 };
 pub use crate::progress::{NoProgress, Progress};
 pub use crate::replicator::{
-    CommitInfo, Replicator, ReplicatorConfig, ReplicatorHandle, RunSummary, SyncReport,
+    CommitInfo, Replicator, ReplicatorConfig, ReplicatorHandle, ReplicatorStatus, RunSummary,
+    StatusMonitor, SyncReport,
 };
 pub use crate::restore::{RestoreOptions, RestoreReport};
 pub use crate::store::{LocalStore, ReplicaUrl, StoreOptions, memory_store};

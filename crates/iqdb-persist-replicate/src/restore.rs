@@ -11,7 +11,7 @@ use iqdb_persist::storage::{FileSystem, StdFileSystem};
 
 use crate::error::{ReplicateError, Result};
 use crate::format;
-use crate::manifest::{Manifest, RestorePoint, RestoreTarget};
+use crate::manifest::{Generation, Manifest, RestorePoint, RestoreTarget};
 use crate::progress::Progress;
 use crate::remote::Remote;
 
@@ -53,8 +53,58 @@ pub struct RestoreReport {
     pub elapsed: Duration,
 }
 
-/// Restores `manifest`'s point for `options.target` into `dir`.
+/// Largest segment object a restore accepts (a segment holds up to
+/// `max_segment_bytes` of frames, 16 MiB by default, or one larger frame).
+pub const MAX_SEGMENT_OBJECT_BYTES: u64 = 1 << 30;
+
+/// How often a restore reads the manifest again when an object it lists
+/// disappeared (a replicator merged or pruned meanwhile).
+const MISSING_RETRIES: usize = 5;
+
+/// Restores the point for `options.target` of the manifest into `dir`,
+/// reading the manifest again when an object it listed is gone (a
+/// concurrent merge or prune committed a newer one).
 pub(crate) fn restore(
+    remote: &Remote,
+    manifest: &Manifest,
+    dir: &Path,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let mut manifest = manifest.clone();
+    let mut attempt = 0;
+    loop {
+        match restore_once(remote, &manifest, dir, options, progress) {
+            Err(ReplicateError::Missing { key }) if attempt < MISSING_RETRIES => {
+                attempt += 1;
+                tracing::info!(
+                    key,
+                    "an object the manifest listed is gone; reading the manifest again"
+                );
+                let newer = crate::replicator::read_manifest(remote)?.map(|(m, _)| m);
+                match newer {
+                    Some(m) if m != manifest => manifest = m,
+                    // The same manifest still lists it: it is lost.
+                    _ => {
+                        return Err(ReplicateError::corrupt(
+                            key,
+                            "the manifest lists it, but it is missing",
+                        ));
+                    }
+                }
+            }
+            Err(ReplicateError::Missing { key }) => {
+                return Err(ReplicateError::corrupt(
+                    key,
+                    "the manifest lists it, but it is missing",
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn restore_once(
     remote: &Remote,
     manifest: &Manifest,
     dir: &Path,
@@ -99,6 +149,9 @@ pub(crate) fn restore(
             }
             Err(Failure { error, segments_ok }) => {
                 cleanup(&path, &wal);
+                if matches!(error, ReplicateError::Missing { .. }) {
+                    return Err(error);
+                }
                 if !may_fall_back || !error.is_corruption() {
                     return Err(error);
                 }
@@ -161,21 +214,54 @@ fn restore_point(
 ) -> std::result::Result<RestoreReport, Failure> {
     let g = &manifest.generations[point.generation];
     let segments = &g.segments[..point.segments];
-    let total = g.snapshot.len + segments.iter().map(|s| s.len).sum::<u64>();
+    let total = segments
+        .iter()
+        .fold(g.snapshot.len, |t, s| t.saturating_add(s.len));
     progress.begin(&format!("restore {}", g.id), total);
+    let temp = temp_path(path);
     let result = (|| {
+        // Nothing the manifest says is trusted before it is checked: keys
+        // must lie under their generation, sizes within bounds.
+        let under = format!("{}/", Generation::dir(&g.id));
+        if !g.snapshot.key.starts_with(&under) {
+            return Err(Failure::from(ReplicateError::corrupt(
+                remote.path(&g.snapshot.key).to_string(),
+                format!(
+                    "the manifest lists it for generation {}, outside its directory",
+                    g.id
+                ),
+            )));
+        }
+        for (k, entry) in segments.iter().enumerate() {
+            let reason = if !entry.key.starts_with(&under) {
+                Some(format!(
+                    "listed for generation {}, outside its directory",
+                    g.id
+                ))
+            } else if entry.len > MAX_SEGMENT_OBJECT_BYTES {
+                Some(format!(
+                    "the manifest says {} bytes, more than a segment may have ({MAX_SEGMENT_OBJECT_BYTES})",
+                    entry.len
+                ))
+            } else if entry.first_seq >= entry.end_seq {
+                Some("the manifest gives it an empty sequence range".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Failure {
+                    error: ReplicateError::corrupt(remote.path(&entry.key).to_string(), reason),
+                    segments_ok: Some(k),
+                });
+            }
+        }
         // The snapshot: download under a temporary name, check its
         // checksum and every checksum inside it, then put it in place.
         let snapshot_key = remote.path(&g.snapshot.key).to_string();
-        let temp = path.with_file_name(format!(
-            ".{}.restore-tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
         let mut file = std::fs::File::create(&temp).map_err(|e| ReplicateError::io(&temp, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-        let (len, crc) = remote.get_stream(&g.snapshot.key, &mut out, progress)?;
+        let crc = remote.get_stream(&g.snapshot.key, g.snapshot.len, &mut out, progress)?;
+        let len = g.snapshot.len;
         out.flush().map_err(|e| ReplicateError::io(&temp, e))?;
         drop(out);
         file.sync_all().map_err(|e| ReplicateError::io(&temp, e))?;
@@ -219,11 +305,13 @@ fn restore_point(
                 segments_ok: Some(k),
             };
             let key = remote.path(&entry.key).to_string();
+            // Bounded above: `entry.len` was checked against the maximum.
             let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
-            let (got, _) = remote
-                .get_stream(&entry.key, &mut buf, progress)
+            remote
+                .get_stream(&entry.key, entry.len, &mut buf, progress)
                 .map_err(fail)?;
-            bytes += got;
+            let got = entry.len;
+            bytes = bytes.saturating_add(got);
             let (header, seg_frames) = format::decode_segment(&key, &buf).map_err(fail)?;
             if header.first_seq != entry.first_seq
                 || header.end_seq != entry.end_seq
@@ -262,14 +350,43 @@ fn restore_point(
         })
     })();
     progress.end();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
     result
 }
 
-/// The directory must be empty or absent; it is created.
+/// Where the snapshot is downloaded before it is checked.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}{TEMP_SUFFIX}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ))
+}
+
+const TEMP_SUFFIX: &str = ".restore-tmp";
+
+/// The directory must be empty or absent; it is created. Leftover
+/// downloads of an interrupted restore (`.NAME.restore-tmp`) do not count:
+/// they are removed.
 fn prepare_dir(dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
+        Ok(entries) => {
+            let mut others = false;
+            for entry in entries {
+                let entry = entry.map_err(|e| ReplicateError::io(dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| ReplicateError::io(entry.path(), e))?;
+                } else {
+                    others = true;
+                }
+            }
+            if others {
                 return Err(ReplicateError::invalid(format!(
                     "{}: the restore directory is not empty",
                     dir.display()
