@@ -5,10 +5,16 @@
 //! Also the pieces `restore` and `generations` share: the store flags,
 //! durations, and the exit status of a replication error.
 //!
+//! It is a daemon: store outages, timeouts and a lease that ran out while
+//! the store did not answer are retried with backoff (logged on stderr;
+//! `RUST_LOG` sets the level) until the store answers again, and the
+//! replica catches up by itself.
+//!
 //! Exit code: 0 after a clean stop, 4 when another replicator holds the
-//! replica's lease (or took it over while this one ran), 3 for store and
-//! network errors, 2 for a bad URL or duration, 5 for a database that
-//! cannot be replicated (not WAL mode, WAL v1).
+//! replica's lease at start, 6 when another replicator took it over while
+//! this one ran (fenced), 3 for store and network errors (at start, or in
+//! the last round of `--once`/`--for`), 2 for a bad URL or duration, 5 for
+//! a database that cannot be replicated (not WAL mode, WAL v1).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +44,16 @@ pub struct StoreArgs {
     /// Allow a plain-HTTP endpoint (else AWS_ALLOW_HTTP).
     #[arg(long)]
     pub allow_http: bool,
+    /// How long one request may take, retries included (replicate and
+    /// restore: 30s; generations: 5s, so that it fails fast when the store
+    /// does not answer).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Send unsigned requests (public buckets, local test servers) instead
+    /// of finding credentials (AWS_* variables, web identity, container or
+    /// instance metadata).
+    #[arg(long)]
+    pub no_sign_request: bool,
 }
 
 impl StoreArgs {
@@ -48,6 +64,8 @@ impl StoreArgs {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             allow_http: self.allow_http.then_some(true),
+            timeout: self.timeout,
+            unsigned: self.no_sign_request.then_some(true),
             ..StoreOptions::default()
         }
     }
@@ -55,19 +73,24 @@ impl StoreArgs {
 
 /// Opens a replica, with a bad URL as a usage error.
 pub(crate) fn open_replica(url: &str, store: &StoreArgs) -> Result<Replica, CliError> {
+    open_replica_with(url, store.options())
+}
+
+/// Opens a replica with these options.
+pub(crate) fn open_replica_with(url: &str, options: StoreOptions) -> Result<Replica, CliError> {
     ReplicaUrl::parse(url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
-    Replica::open(url, &store.options()).map_err(|e| replicate_error("", &e))
+    Replica::open(url, &options).map_err(|e| replicate_error("", &e))
 }
 
 /// A replication error as a command error, with its exit status.
 pub(crate) fn replicate_error(context: &str, error: &ReplicateError) -> CliError {
     let status = match error {
         ReplicateError::Corrupt { .. } => Status::Corrupt,
-        ReplicateError::LeaseHeld { .. }
-        | ReplicateError::LeaseLost { .. }
-        | ReplicateError::Fenced { .. } => Status::Locked,
+        ReplicateError::LeaseHeld { .. } => Status::Locked,
+        ReplicateError::LeaseLost { .. } | ReplicateError::Fenced { .. } => Status::Fenced,
         ReplicateError::Store { .. }
         | ReplicateError::Io { .. }
+        | ReplicateError::Missing { .. }
         | ReplicateError::NotFound { .. } => Status::Io,
         ReplicateError::Persist { source, .. } => Status::of_error(source),
         _ => Status::Failed,
@@ -171,9 +194,13 @@ impl Progress for Bars {
   iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
   iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --once
   iqdb-persist replicate data/vectors.iqdb --to file:///mnt/backup/vectors --interval 5s --retain 3 --retain-for 7d
+  iqdb-persist --json replicate data/vectors.iqdb --to s3://backups/vectors --status-every 10s
+  RUST_LOG=iqdb_persist_replicate=debug iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
 
 Endpoint, region and credentials come from --endpoint/--region/--allow-http and
-AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
+AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP,
+then web identity, container and instance-metadata credentials (object_store's chain);
+--no-sign-request sends unsigned requests. Log output goes to stderr (RUST_LOG, default warn).
 
 ",
     exit_codes!()
@@ -203,6 +230,16 @@ pub struct ReplicateArgs {
     /// Run this long, then stop.
     #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = parse_duration)]
     pub for_: Option<Duration>,
+    /// Delete objects no manifest lists any more (merged-away segments,
+    /// pruned generations, leftovers) only this long after, so that a
+    /// restore that began earlier can still read them.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub delete_grace: Duration,
+    /// Print a status line this often (one JSON object per line with
+    /// --json): replicated sequence number, commits, errors, the last
+    /// error, seconds since the last commit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub status_every: Option<Duration>,
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -224,6 +261,7 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     config.lease_ttl = args.lease_ttl;
     config.retain_generations = Some(args.retain);
     config.retain_for = args.retain_for;
+    config.delete_grace = args.delete_grace;
     let mut replicator = Replicator::new(replica, config)
         .map_err(|e| replicate_error(&args.path.display().to_string(), &e))?;
     replicator.set_progress(Arc::new(Bars::new(ctx.progress)));
@@ -251,8 +289,17 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     let json = ctx.json;
     let out = &mut *ctx.out;
     let mut last_generation: Option<String> = None;
+    let monitor = replicator.monitor();
+    let status_every = args.status_every;
+    let mut last_status = Instant::now();
     let result = replicator.run(&stop, until, |report: &SyncReport| {
-        if json {
+        if let Some(every) = status_every
+            && last_status.elapsed() >= every
+        {
+            last_status = Instant::now();
+            let _ = print_status(out, json, &monitor.get());
+        }
+        if json || report.error.is_some() {
             return;
         }
         let _ = print_round(out, report, &mut last_generation);
@@ -302,6 +349,51 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
 }
 
 use std::io::Write;
+
+/// One status line (JSON with --json).
+fn print_status(
+    out: &mut dyn Write,
+    json: bool,
+    status: &iqdb_persist_replicate::ReplicatorStatus,
+) -> std::io::Result<()> {
+    use iqdb_persist_replicate::Clock as _;
+    let now = iqdb_persist_replicate::SystemClock.unix_ms();
+    let since_commit =
+        (status.last_commit_ms > 0).then(|| now.saturating_sub(status.last_commit_ms) as f64 / 1e3);
+    if json {
+        let doc = json!({
+            "event": "status",
+            "time": iqdb_persist_replicate::format_time(now),
+            "running": status.running,
+            "epoch": status.epoch,
+            "end_seq": status.end_seq,
+            "rounds": status.rounds,
+            "commits": status.commits,
+            "errors": status.errors,
+            "consecutive_errors": status.consecutive_errors,
+            "last_error": status.last_error,
+            "secs_since_commit": since_commit,
+            "bytes": status.bytes,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "  status: replica ends before sequence {}, {} commit(s), {} failed round(s) ({} in a row){}",
+            status.end_seq,
+            status.commits,
+            status.errors,
+            status.consecutive_errors,
+            status
+                .last_error
+                .as_ref()
+                .filter(|_| status.consecutive_errors > 0)
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        )?;
+    }
+    out.flush()
+}
 
 fn print_round(
     out: &mut dyn Write,

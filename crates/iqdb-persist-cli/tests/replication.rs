@@ -428,8 +428,17 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
     }
     stop.store(true, Ordering::SeqCst);
     let db = writer.join().unwrap();
-    // A last clean run ships everything.
-    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    // A last clean run ships everything (and, with no grace period,
+    // removes every leftover at once).
+    let (code, _, err) = run(&mut target.cmd(&[
+        "replicate",
+        &path,
+        "--to",
+        &target.url,
+        "--once",
+        "--delete-grace",
+        "0s",
+    ]));
     assert_eq!(code, 0, "{err}");
     let out = tempfile::tempdir().unwrap();
     let report = replica
@@ -464,4 +473,328 @@ fn s3_kill_9_replicator_restores_a_prefix() {
         return;
     };
     kill9_loop(&target, iterations(30), 0x53);
+}
+
+/// `replicate` logs to stderr, honouring RUST_LOG.
+#[test]
+fn replicate_logs_to_stderr_honouring_rust_log() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    db.insert(2);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(target
+        .cmd(&["replicate", &path, "--to", &target.url, "--once"])
+        .env("RUST_LOG", "iqdb_persist_replicate=info"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("INFO") && err.contains("lease"), "no log output: {err}");
+    // The default level (warn) stays quiet when all is well.
+    let (code, _, err) = run(target
+        .cmd(&["replicate", &path, "--to", &target.url, "--once"])
+        .env_remove("RUST_LOG"));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("INFO"), "{err}");
+}
+
+/// A replicator taken over by another exits with 6 (fenced), not 4
+/// (locked), and says so.
+#[test]
+fn a_fenced_replicator_exits_with_its_own_code() {
+    use iqdb_persist_replicate::{ManualClock, Replicator, ReplicatorConfig};
+    let target = file_target();
+    let mut db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let err_file = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = target
+        .cmd(&["replicate", &path, "--to", &target.url, "--interval", "50ms"])
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    let replica = target.replica();
+    db.insert(2);
+    wait_for(|| {
+        replica
+            .manifest()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.generations.first().is_some_and(|g| g.end_seq() == 3))
+    });
+    // Another replicator whose clock says the lease ran out takes over.
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(120));
+    let mut config = ReplicatorConfig::new(&db.path);
+    config.clock = clock;
+    let mut other = Replicator::new(target.replica(), config).unwrap();
+    db.insert(1);
+    other.sync().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the fenced replicator did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(6), "{err}");
+    assert!(err.contains("fenced") || err.contains("took the lease over"), "{err}");
+    other.release().unwrap();
+}
+
+/// `generations` against a server that accepts connections and never
+/// answers (a frozen store) fails with an I/O error instead of hanging.
+#[test]
+fn generations_fails_fast_when_the_store_does_not_answer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err_file = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = cli()
+        .args([
+            "generations",
+            "s3://frozen/db",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--allow-http",
+        ])
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    // Not a speed assertion: a bound on hanging (the default request
+    // timeout alone is 30 s, retries included).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("generations hung on a store that does not answer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(accepted.load(Ordering::SeqCst) >= 1, "the request reached the server");
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("error"), "{err}");
+}
+
+/// A private moto server (its own state directory), so that freezing it
+/// disturbs no other test.
+struct PrivateMoto {
+    state: tempfile::TempDir,
+    endpoint: String,
+    pid: i32,
+}
+
+impl PrivateMoto {
+    fn start() -> Option<Self> {
+        // The shared server proves moto can run here (it installs it).
+        s3_endpoint()?;
+        let state = tempfile::tempdir().unwrap();
+        let script = rcommon::workspace().join("scripts/s3-server.sh");
+        let ok = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .env("IQDB_MOTO_STATE", state.path())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not start a private moto server");
+        let endpoint = std::fs::read_to_string(state.path().join("endpoint"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let pid = std::fs::read_to_string(state.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Some(Self {
+            state,
+            endpoint,
+            pid,
+        })
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {}", self.pid);
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+        let _ = Command::new("bash")
+            .arg(rcommon::workspace().join("scripts/s3-server.sh"))
+            .arg("stop")
+            .env("IQDB_MOTO_STATE", self.state.path())
+            .status();
+    }
+}
+
+/// The operator's scenario of issue 10: a writer at about 100 durable
+/// inserts/s, `replicate` to S3, the S3 server frozen (SIGSTOP) for 60 s —
+/// twice the lease's time to live — and resumed. The replicator keeps
+/// running, logs its retries, reports them in its status lines, and
+/// catches up by itself.
+#[test]
+fn s3_replicate_rides_out_a_60_second_freeze() {
+    let Some(moto) = PrivateMoto::start() else {
+        return;
+    };
+    let bucket = new_bucket(&moto.endpoint, "freeze");
+    let url = format!("s3://{bucket}/db");
+    let db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let acked = Arc::new(AtomicU64::new(db.next_seq()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let mut db = db;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                db.insert(1);
+                acked.store(db.next_seq(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            db
+        })
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = cli()
+        .args([
+            "--json",
+            "replicate",
+            &path,
+            "--to",
+            &url,
+            "--endpoint",
+            &moto.endpoint,
+            "--allow-http",
+            "--interval",
+            "200ms",
+            "--status-every",
+            "1s",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = Replica::open(&url, &rcommon::s3_options(&moto.endpoint)).unwrap();
+    let end = |r: &Replica| {
+        r.manifest()
+            .ok()
+            .flatten()
+            .and_then(|m| m.generations.last().map(iqdb_persist_replicate::Generation::end_seq))
+            .unwrap_or(0)
+    };
+    wait_for(|| end(&replica) > 50);
+    let before = end(&replica);
+    moto.signal("STOP");
+    let frozen_at = Instant::now();
+    while frozen_at.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replicator exited during the freeze: {}",
+            std::fs::read_to_string(logs.path().join("stderr")).unwrap()
+        );
+    }
+    moto.signal("CONT");
+    stop.store(true, Ordering::SeqCst);
+    let db = writer.join().unwrap();
+    let want = acked.load(Ordering::SeqCst);
+    assert!(want > before + 1000, "the writer kept writing ({before} -> {want})");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while end(&replica) < want {
+        assert!(Instant::now() < deadline, "the replica did not catch up ({} of {want})", end(&replica));
+        assert!(child.try_wait().unwrap().is_none(), "the replicator exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running after catching up");
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap();
+    let stdout = std::fs::read_to_string(logs.path().join("stdout")).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("retrying"), "the retries were logged: {stderr}");
+    let statuses: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "status")
+        .collect();
+    assert!(
+        statuses.iter().any(|v| v["consecutive_errors"].as_u64() > Some(0)),
+        "a status line reported the outage: {stdout}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let report = replica
+        .restore(&out.path().join("r"), &Default::default())
+        .unwrap();
+    assert_eq!(report.end_seq, db.next_seq());
+    check_restored(&report.path, report.end_seq);
+}
+
+/// `restore --if-replica-exists` and `--if-db-not-exists`, as a container
+/// entrypoint uses them: a no-op when there is nothing to restore or the
+/// database is already there.
+#[test]
+fn restore_if_flags_for_container_entrypoints() {
+    let target = file_target();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("data");
+    let to = to.to_str().unwrap();
+    let flags = ["--if-db-not-exists", "--if-replica-exists"];
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", target.url.as_str(), "--to", to];
+        args.extend_from_slice(extra);
+        run(&mut target.cmd(&args))
+    };
+    let (code, stdout, err) = restore(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("Nothing restored: no replica"), "{stdout}");
+    let (code, _, err) = restore(&[]);
+    assert_eq!(code, 3, "without the flag an empty replica is an error: {err}");
+
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = restore(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("Restored"), "{stdout}");
+    check_restored(&std::path::Path::new(to).join("db.iqdb"), 4);
+    let (code, stdout, err) = restore(&["--if-db-not-exists", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout);
+    assert_eq!(v["restored"], false);
+    assert!(v["reason"].as_str().unwrap().contains("already exists"), "{v}");
+    let (code, _, err) = restore(&[]);
+    assert_ne!(code, 0, "without the flag a non-empty directory is refused: {err}");
 }

@@ -352,6 +352,12 @@ impl Replicator {
                 return Err(e);
             }
         };
+        tracing::info!(
+            replica = %remote.prefix(),
+            epoch = lease.epoch(),
+            owner = %me.owner,
+            "took the replica lease"
+        );
         let status = Arc::new(Mutex::new(ReplicatorStatus {
             running: true,
             epoch: lease.epoch(),

@@ -412,3 +412,124 @@ fn sync_dir(path: &Path) -> Result<()> {
         .sync_dir(dir)
         .map_err(|e| ReplicateError::io(dir, e))
 }
+
+/// What [`Replica::verify`](crate::Replica::verify) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Objects checked.
+    pub objects: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Damaged or missing objects.
+    pub problems: Vec<VerifyProblem>,
+}
+
+/// One damaged or missing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyProblem {
+    /// The object's key (with the replica's prefix).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A writer that only counts (verification keeps nothing).
+struct Discard;
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn verify(
+    remote: &Remote,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let problem = |report: &mut VerifyReport, key: &str, error: ReplicateError| -> Result<()> {
+        match error {
+            e @ (ReplicateError::Corrupt { .. } | ReplicateError::Missing { .. }) => {
+                report.problems.push(VerifyProblem {
+                    key: key.to_string(),
+                    reason: match e {
+                        ReplicateError::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                });
+                Ok(())
+            }
+            e => Err(e),
+        }
+    };
+    for g in &manifest.generations {
+        let under = format!("{}/", Generation::dir(&g.id));
+        let key = remote.path(&g.snapshot.key).to_string();
+        report.objects += 1;
+        progress.begin(&format!("verify {}", g.id), g.snapshot.len);
+        let got = if g.snapshot.key.starts_with(&under) {
+            remote.get_stream(&g.snapshot.key, g.snapshot.len, &mut Discard, progress)
+        } else {
+            Err(ReplicateError::corrupt(&key, "listed outside its generation's directory"))
+        };
+        progress.end();
+        match got {
+            Ok(crc) if crc == g.snapshot.crc32 => report.bytes += g.snapshot.len,
+            Ok(crc) => problem(
+                &mut report,
+                &key,
+                ReplicateError::corrupt(
+                    &key,
+                    format!("CRC-32 {crc:08x}; the manifest says {:08x}", g.snapshot.crc32),
+                ),
+            )?,
+            Err(e) => problem(&mut report, &key, e)?,
+        }
+        let mut next = g.base_seq;
+        for entry in &g.segments {
+            let key = remote.path(&entry.key).to_string();
+            report.objects += 1;
+            let checked = (|| {
+                if !entry.key.starts_with(&under) {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        "listed outside its generation's directory",
+                    ));
+                }
+                if entry.len > MAX_SEGMENT_OBJECT_BYTES {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        format!("the manifest says {} bytes, more than a segment may have", entry.len),
+                    ));
+                }
+                let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
+                remote.get_stream(&entry.key, entry.len, &mut buf, progress)?;
+                let (header, _) = format::decode_segment(&key, &buf)?;
+                if header.first_seq != entry.first_seq
+                    || header.end_seq != entry.end_seq
+                    || header.body_crc != entry.crc32
+                    || header.frames != entry.frames
+                    || header.first_seq != next
+                {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        "the segment is not the one the manifest names",
+                    ));
+                }
+                Ok(())
+            })();
+            next = entry.end_seq;
+            match checked {
+                Ok(()) => report.bytes += entry.len,
+                Err(e) => problem(&mut report, &key, e)?,
+            }
+        }
+    }
+    Ok(report)
+}

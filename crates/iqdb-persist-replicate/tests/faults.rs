@@ -580,3 +580,24 @@ fn a_failed_restore_leaves_nothing_behind_and_a_retry_works() {
     check_restored(&report.path, 7);
     assert!(!dir.join(".db.iqdb.restore-tmp").exists());
 }
+
+#[test]
+fn verify_downloads_every_object_and_names_the_damaged_ones() {
+    let (store, _db, m) = populated();
+    let r = observer(&store);
+    let report = r.verify(&iqdb_persist_replicate::NoProgress).unwrap();
+    let listed = m.generations.iter().map(|g| 1 + g.segments.len() as u64).sum::<u64>();
+    assert_eq!(report.objects, listed);
+    assert!(report.problems.is_empty(), "{report:?}");
+    // One segment damaged (a flipped byte in its frames), one missing.
+    let damaged = format!("db/{}", m.generations[1].segments[0].key);
+    let mut bytes = raw_get(store.inner(), &damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    raw_put(store.inner(), &damaged, bytes);
+    let missing = format!("db/{}", m.generations[1].segments[1].key);
+    raw_delete(store.inner(), &missing);
+    let report = r.verify(&iqdb_persist_replicate::NoProgress).unwrap();
+    let keys: Vec<&str> = report.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec![damaged.as_str(), missing.as_str()], "{report:?}");
+}
