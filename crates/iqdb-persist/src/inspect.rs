@@ -650,6 +650,21 @@ pub fn write_log(
     base_seq: u64,
     frames: &[RawFrame],
 ) -> Result<()> {
+    let mut frames = frames.iter();
+    write_log_from(fs, path, snapshot, base_seq, || Ok(frames.next()))
+}
+
+/// As [`write_log`], with the frames pulled one at a time from `pull`
+/// (until it returns `None`), so that a log of any length is written in
+/// bounded memory (a restore downloads it segment by segment). An error
+/// from `pull` abandons the log (nothing is installed) and is returned.
+pub fn write_log_from<F: std::borrow::Borrow<RawFrame>>(
+    fs: &std::sync::Arc<dyn FileSystem>,
+    path: &Path,
+    snapshot: SnapshotFingerprint,
+    base_seq: u64,
+    mut pull: impl FnMut() -> Result<Option<F>>,
+) -> Result<()> {
     use crate::wal::format::{FRAME_HEAD_LEN, V2_BODY_PREFIX, WalHeader};
     let header = WalHeader {
         version: 2,
@@ -666,8 +681,8 @@ pub fn write_log(
         let mut offset = header_bytes.len() as u64;
         let mut next = base_seq;
         let mut copy = Vec::new();
-        for frame in frames {
-            let bytes = &frame.bytes;
+        while let Some(frame) = pull()? {
+            let bytes = &frame.borrow().bytes;
             let bad = |reason| PersistError::InvalidPayload { reason };
             if bytes.len() < head + V2_BODY_PREFIX {
                 return Err(bad("frame is too short to be a v2 frame"));
@@ -680,7 +695,9 @@ pub fn write_log(
                     "frames are not numbered consecutively from the base sequence",
                 ));
             }
-            next += body.ops.len() as u64;
+            next = next
+                .checked_add(body.ops.len() as u64)
+                .ok_or(bad("frame's sequence numbers overflow"))?;
             copy.clear();
             copy.extend_from_slice(bytes);
             copy[head + 9..head + 17].copy_from_slice(&offset.to_le_bytes());
