@@ -486,7 +486,10 @@ fn replicate_logs_to_stderr_honouring_rust_log() {
         .cmd(&["replicate", &path, "--to", &target.url, "--once"])
         .env("RUST_LOG", "iqdb_persist_replicate=info"));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("INFO") && err.contains("lease"), "no log output: {err}");
+    assert!(
+        err.contains("INFO") && err.contains("lease"),
+        "no log output: {err}"
+    );
     // The default level (warn) stays quiet when all is well.
     let (code, _, err) = run(target
         .cmd(&["replicate", &path, "--to", &target.url, "--once"])
@@ -506,7 +509,14 @@ fn a_fenced_replicator_exits_with_its_own_code() {
     let dir = tempfile::tempdir().unwrap();
     let err_file = std::fs::File::create(dir.path().join("stderr")).unwrap();
     let mut child = target
-        .cmd(&["replicate", &path, "--to", &target.url, "--interval", "50ms"])
+        .cmd(&[
+            "replicate",
+            &path,
+            "--to",
+            &target.url,
+            "--interval",
+            "50ms",
+        ])
         .stdout(Stdio::null())
         .stderr(err_file)
         .spawn()
@@ -541,7 +551,10 @@ fn a_fenced_replicator_exits_with_its_own_code() {
     };
     let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert_eq!(status.code(), Some(6), "{err}");
-    assert!(err.contains("fenced") || err.contains("took the lease over"), "{err}");
+    assert!(
+        err.contains("fenced") || err.contains("took the lease over"),
+        "{err}"
+    );
     other.release().unwrap();
 }
 
@@ -589,7 +602,10 @@ fn generations_fails_fast_when_the_store_does_not_answer() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(accepted.load(Ordering::SeqCst) >= 1, "the request reached the server");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the request reached the server"
+    );
     let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert_eq!(status.code(), Some(3), "{err}");
     assert!(err.contains("error"), "{err}");
@@ -710,7 +726,11 @@ fn s3_replicate_rides_out_a_60_second_freeze() {
         r.manifest()
             .ok()
             .flatten()
-            .and_then(|m| m.generations.last().map(iqdb_persist_replicate::Generation::end_seq))
+            .and_then(|m| {
+                m.generations
+                    .last()
+                    .map(iqdb_persist_replicate::Generation::end_seq)
+            })
             .unwrap_or(0)
     };
     wait_for(|| end(&replica) > 50);
@@ -729,27 +749,42 @@ fn s3_replicate_rides_out_a_60_second_freeze() {
     stop.store(true, Ordering::SeqCst);
     let db = writer.join().unwrap();
     let want = acked.load(Ordering::SeqCst);
-    assert!(want > before + 1000, "the writer kept writing ({before} -> {want})");
+    assert!(
+        want > before + 1000,
+        "the writer kept writing ({before} -> {want})"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while end(&replica) < want {
-        assert!(Instant::now() < deadline, "the replica did not catch up ({} of {want})", end(&replica));
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up ({} of {want})",
+            end(&replica)
+        );
         assert!(child.try_wait().unwrap().is_none(), "the replicator exited");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(child.try_wait().unwrap().is_none(), "still running after catching up");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after catching up"
+    );
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap();
     let stdout = std::fs::read_to_string(logs.path().join("stdout")).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("retrying"), "the retries were logged: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the retries were logged: {stderr}"
+    );
     let statuses: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "status")
         .collect();
     assert!(
-        statuses.iter().any(|v| v["consecutive_errors"].as_u64() > Some(0)),
+        statuses
+            .iter()
+            .any(|v| v["consecutive_errors"].as_u64() > Some(0)),
         "a status line reported the outage: {stdout}"
     );
     let out = tempfile::tempdir().unwrap();
@@ -779,7 +814,10 @@ fn restore_if_flags_for_container_entrypoints() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("Nothing restored: no replica"), "{stdout}");
     let (code, _, err) = restore(&[]);
-    assert_eq!(code, 3, "without the flag an empty replica is an error: {err}");
+    assert_eq!(
+        code, 3,
+        "without the flag an empty replica is an error: {err}"
+    );
 
     let mut db = TestDb::new();
     db.insert(3);
@@ -794,7 +832,13 @@ fn restore_if_flags_for_container_entrypoints() {
     assert_eq!(code, 0, "{err}");
     let v = json(&stdout);
     assert_eq!(v["restored"], false);
-    assert!(v["reason"].as_str().unwrap().contains("already exists"), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("already exists"),
+        "{v}"
+    );
     let (code, _, err) = restore(&[]);
-    assert_ne!(code, 0, "without the flag a non-empty directory is refused: {err}");
+    assert_ne!(
+        code, 0,
+        "without the flag a non-empty directory is refused: {err}"
+    );
 }

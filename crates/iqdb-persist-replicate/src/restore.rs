@@ -295,46 +295,78 @@ fn restore_point(
             )
             .into());
         }
-        // The log: every segment verified, cut at the target.
-        let mut frames: Vec<RawFrame> = Vec::new();
+        // The log: segment by segment, each downloaded and verified whole
+        // before its frames are written, cut at the target. At most one
+        // segment is in memory, whatever the length of the log.
+        let mut pending: std::collections::VecDeque<RawFrame> = Default::default();
+        let mut k = 0usize;
         let mut next = g.base_seq;
         let mut bytes = len;
-        for (k, entry) in segments.iter().enumerate() {
-            let fail = |error| Failure {
-                error,
-                segments_ok: Some(k),
-            };
-            let key = remote.path(&entry.key).to_string();
-            // Bounded above: `entry.len` was checked against the maximum.
-            let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
-            remote
-                .get_stream(&entry.key, entry.len, &mut buf, progress)
-                .map_err(fail)?;
-            let got = entry.len;
-            bytes = bytes.saturating_add(got);
-            let (header, seg_frames) = format::decode_segment(&key, &buf).map_err(fail)?;
-            if header.first_seq != entry.first_seq
-                || header.end_seq != entry.end_seq
-                || header.body_crc != entry.crc32
-                || got != entry.len
-                || header.first_seq != next
-            {
-                return Err(fail(ReplicateError::corrupt(
-                    key,
-                    "the segment is not the one the manifest names",
-                )));
-            }
-            next = header.end_seq;
-            for frame in seg_frames {
-                if frame.end_seq() > point.end_seq {
-                    break;
+        let mut frames = 0u64;
+        let mut end_seq = g.base_seq;
+        let mut failure: Option<Failure> = None;
+        let mut done = false;
+        let mut pull = || -> iqdb_persist::Result<Option<RawFrame>> {
+            loop {
+                if done {
+                    return Ok(None);
                 }
-                frames.push(frame);
+                if let Some(frame) = pending.pop_front() {
+                    if frame.end_seq() > point.end_seq {
+                        done = true;
+                        return Ok(None);
+                    }
+                    frames += 1;
+                    end_seq = frame.end_seq();
+                    return Ok(Some(frame));
+                }
+                let Some(entry) = segments.get(k) else {
+                    return Ok(None);
+                };
+                let fail = |error| Failure {
+                    error,
+                    segments_ok: Some(k),
+                };
+                let key = remote.path(&entry.key).to_string();
+                // Bounded above: `entry.len` was checked against the maximum.
+                let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
+                let checked = remote
+                    .get_stream(&entry.key, entry.len, &mut buf, progress)
+                    .and_then(|_| format::decode_segment(&key, &buf))
+                    .and_then(|(header, seg_frames)| {
+                        if header.first_seq != entry.first_seq
+                            || header.end_seq != entry.end_seq
+                            || header.body_crc != entry.crc32
+                            || header.first_seq != next
+                        {
+                            return Err(ReplicateError::corrupt(
+                                key.clone(),
+                                "the segment is not the one the manifest names",
+                            ));
+                        }
+                        Ok((header, seg_frames))
+                    });
+                match checked {
+                    Ok((header, seg_frames)) => {
+                        bytes = bytes.saturating_add(entry.len);
+                        next = header.end_seq;
+                        pending.extend(seg_frames);
+                        k += 1;
+                    }
+                    Err(error) => {
+                        failure = Some(fail(error));
+                        return Err(iqdb_persist::PersistError::InvalidPayload {
+                            reason: "a segment failed to download or verify",
+                        });
+                    }
+                }
             }
+        };
+        let written = inspect::write_log_from(&fs, wal, fingerprint, g.base_seq, &mut pull);
+        if let Some(failure) = failure {
+            return Err(failure);
         }
-        let end_seq = frames.last().map_or(g.base_seq, RawFrame::end_seq);
-        inspect::write_log(&fs, wal, fingerprint, g.base_seq, &frames)
-            .map_err(|e| ReplicateError::persist(format!("writing {}", wal.display()), e))?;
+        written.map_err(|e| ReplicateError::persist(format!("writing {}", wal.display()), e))?;
         sync_dir(path)?;
         Ok(RestoreReport {
             path: path.to_path_buf(),
@@ -342,8 +374,8 @@ fn restore_point(
             generation: g.id.clone(),
             base_seq: g.base_seq,
             end_seq,
-            segments: segments.len(),
-            frames: frames.len() as u64,
+            segments: k,
+            frames,
             bytes,
             fell_back: None,
             elapsed: Duration::ZERO,
@@ -476,7 +508,10 @@ pub(crate) fn verify(
         let got = if g.snapshot.key.starts_with(&under) {
             remote.get_stream(&g.snapshot.key, g.snapshot.len, &mut Discard, progress)
         } else {
-            Err(ReplicateError::corrupt(&key, "listed outside its generation's directory"))
+            Err(ReplicateError::corrupt(
+                &key,
+                "listed outside its generation's directory",
+            ))
         };
         progress.end();
         match got {
@@ -486,7 +521,10 @@ pub(crate) fn verify(
                 &key,
                 ReplicateError::corrupt(
                     &key,
-                    format!("CRC-32 {crc:08x}; the manifest says {:08x}", g.snapshot.crc32),
+                    format!(
+                        "CRC-32 {crc:08x}; the manifest says {:08x}",
+                        g.snapshot.crc32
+                    ),
                 ),
             )?,
             Err(e) => problem(&mut report, &key, e)?,
@@ -505,7 +543,10 @@ pub(crate) fn verify(
                 if entry.len > MAX_SEGMENT_OBJECT_BYTES {
                     return Err(ReplicateError::corrupt(
                         &key,
-                        format!("the manifest says {} bytes, more than a segment may have", entry.len),
+                        format!(
+                            "the manifest says {} bytes, more than a segment may have",
+                            entry.len
+                        ),
                     ));
                 }
                 let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));

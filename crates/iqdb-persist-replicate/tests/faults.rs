@@ -586,7 +586,11 @@ fn verify_downloads_every_object_and_names_the_damaged_ones() {
     let (store, _db, m) = populated();
     let r = observer(&store);
     let report = r.verify(&iqdb_persist_replicate::NoProgress).unwrap();
-    let listed = m.generations.iter().map(|g| 1 + g.segments.len() as u64).sum::<u64>();
+    let listed = m
+        .generations
+        .iter()
+        .map(|g| 1 + g.segments.len() as u64)
+        .sum::<u64>();
     assert_eq!(report.objects, listed);
     assert!(report.problems.is_empty(), "{report:?}");
     // One segment damaged (a flipped byte in its frames), one missing.
