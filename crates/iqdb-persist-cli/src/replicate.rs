@@ -195,6 +195,7 @@ impl Progress for Bars {
   iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --once
   iqdb-persist replicate data/vectors.iqdb --to file:///mnt/backup/vectors --interval 5s --retain 3 --retain-for 7d
   iqdb-persist --json replicate data/vectors.iqdb --to s3://backups/vectors --status-every 10s
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --metrics-addr 127.0.0.1:9187
   RUST_LOG=iqdb_persist_replicate=debug iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
 
 Endpoint, region and credentials come from --endpoint/--region/--allow-http and
@@ -235,6 +236,11 @@ pub struct ReplicateArgs {
     /// restore that began earlier can still read them.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub delete_grace: Duration,
+    /// Serve Prometheus metrics (text format) on http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9187: replicated sequence number, commits, failed rounds,
+    /// seconds since the last commit, bytes uploaded, whether it runs.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Print a status line this often (one JSON object per line with
     /// --json): replicated sequence number, commits, errors, the last
     /// error, seconds since the last commit.
@@ -262,6 +268,14 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     config.retain_generations = Some(args.retain);
     config.retain_for = args.retain_for;
     config.delete_grace = args.delete_grace;
+    if let Some(addr) = args.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| {
+                CliError::new(Status::Failed, format!("serving metrics on {addr}: {e}"))
+            })?;
+    }
     let mut replicator = Replicator::new(replica, config)
         .map_err(|e| replicate_error(&args.path.display().to_string(), &e))?;
     replicator.set_progress(Arc::new(Bars::new(ctx.progress)));
@@ -292,7 +306,14 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     let monitor = replicator.monitor();
     let status_every = args.status_every;
     let mut last_status = Instant::now();
+    let metrics = args.metrics_addr.is_some();
+    if metrics {
+        export_metrics(&monitor.get());
+    }
     let result = replicator.run(&stop, until, |report: &SyncReport| {
+        if metrics {
+            export_metrics(&monitor.get());
+        }
         if let Some(every) = status_every
             && last_status.elapsed() >= every
         {
@@ -349,6 +370,24 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
 }
 
 use std::io::Write;
+
+/// Sets the Prometheus gauges and counters from the status.
+fn export_metrics(status: &iqdb_persist_replicate::ReplicatorStatus) {
+    use iqdb_persist_replicate::Clock as _;
+    let now = iqdb_persist_replicate::SystemClock.unix_ms();
+    metrics::gauge!("iqdb_replica_running").set(if status.running { 1.0 } else { 0.0 });
+    metrics::gauge!("iqdb_replica_epoch").set(status.epoch as f64);
+    metrics::gauge!("iqdb_replica_end_seq").set(status.end_seq as f64);
+    metrics::counter!("iqdb_replica_rounds_total").absolute(status.rounds);
+    metrics::counter!("iqdb_replica_commits_total").absolute(status.commits);
+    metrics::counter!("iqdb_replica_round_errors_total").absolute(status.errors);
+    metrics::gauge!("iqdb_replica_consecutive_errors").set(status.consecutive_errors as f64);
+    metrics::counter!("iqdb_replica_uploaded_bytes_total").absolute(status.bytes);
+    if status.last_commit_ms > 0 {
+        metrics::gauge!("iqdb_replica_seconds_since_commit")
+            .set(now.saturating_sub(status.last_commit_ms) as f64 / 1e3);
+    }
+}
 
 /// One status line (JSON with --json).
 fn print_status(

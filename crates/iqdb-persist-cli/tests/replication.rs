@@ -842,3 +842,47 @@ fn restore_if_flags_for_container_entrypoints() {
         "without the flag a non-empty directory is refused: {err}"
     );
 }
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// `replicate --metrics-addr` serves Prometheus metrics that follow the
+/// replica.
+#[test]
+fn replicate_serves_prometheus_metrics() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = target
+        .cmd(&[
+            "replicate", &path, "--to", &target.url, "--interval", "50ms", "--metrics-addr", &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    db.insert(3);
+    let mut last = String::new();
+    wait_for(|| {
+        last = http_get(port, "/metrics").unwrap_or_default();
+        last.contains("iqdb_replica_end_seq 4")
+    });
+    assert!(last.contains("iqdb_replica_running 1"), "{last}");
+    assert!(last.contains("iqdb_replica_commits_total"), "{last}");
+    assert!(last.contains("iqdb_replica_consecutive_errors 0"), "{last}");
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
