@@ -288,6 +288,18 @@ fn restore_point(
             crc32: g.snapshot.header_crc32,
             len: g.snapshot.len,
         };
+        if let Some(last) = info.last_seq
+            && last.checked_add(1) != Some(g.base_seq)
+        {
+            return Err(ReplicateError::corrupt(
+                snapshot_key,
+                format!(
+                    "the snapshot holds operations up to sequence {last}, but the manifest says its generation's log starts at {}",
+                    g.base_seq
+                ),
+            )
+            .into());
+        }
         if info.fingerprint != fingerprint {
             return Err(ReplicateError::corrupt(
                 snapshot_key,

@@ -352,7 +352,10 @@ fn hostile_manifests_are_errors_never_panics_or_huge_allocations() {
     let (store, _db, good) = populated();
     let r = observer(&store);
     type Mutation = fn(&mut Manifest);
-    let cases: [(&str, Mutation); 5] = [
+    let cases: [(&str, Mutation); 6] = [
+        ("log base after the snapshot's end", |m| {
+            m.generations[1].base_seq += 1;
+        }),
         ("segment length u64::MAX", |m| {
             m.generations[1].segments[1].len = u64::MAX;
         }),
