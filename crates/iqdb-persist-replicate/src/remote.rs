@@ -373,6 +373,43 @@ impl Remote {
         })
     }
 
+    /// Calls `each` for every object under `key_prefix` as the listing
+    /// streams in (no list of every key is built); `each` may make
+    /// requests of its own only through other runtimes, so it is called
+    /// with batches of at most `batch` objects outside the runtime.
+    pub(crate) fn for_each_listed(
+        &self,
+        key_prefix: &str,
+        batch: usize,
+        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path(key_prefix);
+        let mut stream = self.store.list(Some(&path));
+        let mut ended = false;
+        while !ended {
+            let chunk = self.rt.block_on(async {
+                let mut chunk = Vec::new();
+                while chunk.len() < batch.max(1) {
+                    match stream.next().await {
+                        Some(meta) => chunk.push(
+                            meta.map_err(|e| ReplicateError::store(format!("listing {path}"), e))?,
+                        ),
+                        // A finished stream must not be polled again.
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                Ok::<_, ReplicateError>(chunk)
+            })?;
+            if !chunk.is_empty() {
+                each(chunk)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes objects (a missing one is not an error).
     pub(crate) fn delete(&self, paths: Vec<Path>) -> Result<u64> {
         self.rt.block_on(async {

@@ -1094,21 +1094,30 @@ impl Replicator {
         let referenced = self.referenced();
         let grace_ms = u64::try_from(self.config.delete_grace.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.config.clock.unix_ms();
-        let objects = self.remote.list(GENERATIONS_DIR)?;
-        let orphans: Vec<_> = objects
-            .into_iter()
-            .filter(|m| {
-                let key = self.remote.key_of(&m.location);
-                let modified = u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0);
-                !referenced.contains(&key)
-                    && object_epoch(&key).is_some_and(|e| e <= epoch)
-                    && modified.saturating_add(grace_ms) <= now_ms
-            })
-            .map(|m| m.location)
-            .collect();
-        // Only while the lease is ours.
-        self.lease.keep(&self.remote)?;
-        let deleted = self.remote.delete(orphans)?;
+        // The listing streams in pages: memory stays bounded however many
+        // objects the bucket holds.
+        let (remote, lease) = (&self.remote, &mut self.lease);
+        let mut deleted = 0;
+        remote.for_each_listed(GENERATIONS_DIR, 1000, &mut |objects| {
+            let orphans: Vec<_> = objects
+                .into_iter()
+                .filter(|m| {
+                    let key = remote.key_of(&m.location);
+                    let modified = u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0);
+                    !referenced.contains(&key)
+                        && object_epoch(&key).is_some_and(|e| e <= epoch)
+                        && modified.saturating_add(grace_ms) <= now_ms
+                })
+                .map(|m| m.location)
+                .collect();
+            if orphans.is_empty() {
+                return Ok(());
+            }
+            // Only while the lease is ours.
+            lease.keep(remote)?;
+            deleted += remote.delete(orphans)?;
+            Ok(())
+        })?;
         self.swept = true;
         self.rounds_since_sweep = 0;
         Ok(deleted)

@@ -608,3 +608,26 @@ fn verify_downloads_every_object_and_names_the_damaged_ones() {
     let keys: Vec<&str> = report.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, vec![damaged.as_str(), missing.as_str()], "{report:?}");
 }
+
+#[test]
+fn the_orphan_sweep_pages_through_a_large_listing() {
+    let (store, db, m) = populated();
+    let dir = format!("db/generations/{}/wal", m.generations[1].id);
+    for i in 0..2500u64 {
+        raw_put(
+            store.inner(),
+            &format!("{dir}/{i:020}-{i:020}-e00000001.seg"),
+            vec![0],
+        );
+    }
+    assert_eq!(observer(&store).unlisted_objects().unwrap().len(), 2500);
+    let clock = Arc::new(ManualClock::new());
+    let mut c = config(&db, &clock);
+    c.delete_grace = Duration::ZERO;
+    c.retain_generations = None;
+    let mut r = Replicator::new(replica(&store), c).unwrap();
+    let report = r.sync().unwrap();
+    assert_eq!(report.deleted_objects, 2500, "{report:?}");
+    assert!(observer(&store).unlisted_objects().unwrap().is_empty());
+    r.release().unwrap();
+}
