@@ -749,6 +749,7 @@ fn s3_replicate_rides_out_a_60_second_freeze() {
         );
     }
     moto.signal("CONT");
+    let thawed = Instant::now();
     stop.store(true, Ordering::SeqCst);
     let db = writer.join().unwrap();
     let want = acked.load(Ordering::SeqCst);
@@ -766,6 +767,10 @@ fn s3_replicate_rides_out_a_60_second_freeze() {
         assert!(child.try_wait().unwrap().is_none(), "the replicator exited");
         std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!(
+        "60 s freeze: replica at {before} when frozen, {want} operations acknowledged; caught up {:.1} s after the server resumed",
+        thawed.elapsed().as_secs_f64()
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "still running after catching up"
@@ -827,6 +832,16 @@ fn restore_if_flags_for_container_entrypoints() {
     let path = db.path.to_str().unwrap().to_string();
     let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
     assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) =
+        run(&mut target.cmd(&["generations", &target.url, "--verify", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout);
+    assert_eq!(v["verify"]["objects"], 2, "{v}");
+    assert_eq!(
+        v["verify"]["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{v}"
+    );
     let (code, stdout, err) = restore(&flags);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("Restored"), "{stdout}");

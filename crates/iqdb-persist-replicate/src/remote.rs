@@ -434,7 +434,35 @@ pub(crate) fn update_mode(e_tag: Option<String>, version: Option<String>) -> Put
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::{Fault, FaultyStore, Op};
     use crate::progress::NoProgress;
+
+    #[test]
+    fn downloads_go_in_ranges_each_retried_on_its_own() {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let remote = Remote::new(faulty.clone(), "p").unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 253) as u8).collect();
+        remote
+            .put_data("big", data.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let calls = faulty.calls();
+        // The first range fails twice (a 503, then a body cut short), the
+        // second once: each is asked again on its own.
+        faulty.inject(Op::Get, "p/big", Fault::Error);
+        faulty.inject(Op::Get, "p/big", Fault::Truncated);
+        let mut back = Vec::new();
+        let crc = remote
+            .get_stream("big", data.len() as u64, &mut back, &NoProgress)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(faulty.fired(Fault::Error), 1);
+        assert_eq!(faulty.fired(Fault::Truncated), 1);
+        assert_eq!(crc, crc32fast::hash(&data));
+        assert!(back == data);
+        // 20 MiB in 8 MiB ranges: 3 GETs, plus the 2 that failed.
+        assert_eq!(faulty.calls() - calls, 5);
+    }
 
     #[test]
     fn long_uploads_tick_between_parts_and_round_trip() {
