@@ -276,8 +276,56 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
                 CliError::new(Status::Failed, format!("serving metrics on {addr}: {e}"))
             })?;
     }
-    let mut replicator = Replicator::new(replica, config)
-        .map_err(|e| replicate_error(&args.path.display().to_string(), &e))?;
+    let stop = Arc::new(AtomicBool::new(args.once));
+    if !args.once {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
+                CliError::new(Status::Failed, format!("installing a signal handler: {e}"))
+            })?;
+        }
+    }
+    // A daemon that starts while the store does not answer waits for it
+    // (with backoff, logged); `--once` and `--for` report the error.
+    let mut replica = Some(replica);
+    let mut pause = Duration::from_secs(1);
+    let mut replicator = loop {
+        let this = match replica.take() {
+            Some(r) => r,
+            None => open_replica(&args.to, &args.store)?,
+        };
+        match Replicator::new(this, config.clone()) {
+            Ok(r) => break r,
+            Err(
+                e @ (ReplicateError::Store { .. }
+                | ReplicateError::Io { .. }
+                | ReplicateError::LeaseHeld { .. }),
+            ) if !args.once
+                && args.for_.is_none()
+                && !stop.load(Ordering::SeqCst)
+                && match &e {
+                    // Only our own earlier attempt, which landed late.
+                    ReplicateError::LeaseHeld { owner, .. } => {
+                        iqdb_persist_replicate::owned_by_this_process(owner)
+                    }
+                    _ => true,
+                } =>
+            {
+                tracing::warn!(error = %e, "cannot start replicating yet; retrying");
+                let wake = Instant::now() + pause;
+                while Instant::now() < wake && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Err(replicate_error(
+                        "stopped before replication could start",
+                        &e,
+                    ));
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(replicate_error(&args.path.display().to_string(), &e)),
+        }
+    };
     replicator.set_progress(Arc::new(Bars::new(ctx.progress)));
     let epoch = replicator.epoch();
     if !ctx.json {
@@ -289,14 +337,6 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
             if args.once { "" } else { "; Ctrl-C stops" }
         )?;
         ctx.out.flush()?;
-    }
-    let stop = Arc::new(AtomicBool::new(args.once));
-    if !args.once {
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
-                CliError::new(Status::Failed, format!("installing a signal handler: {e}"))
-            })?;
-        }
     }
     let started = Instant::now();
     let until = args.for_.map(|d| started + d);

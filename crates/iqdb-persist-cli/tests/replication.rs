@@ -1007,3 +1007,56 @@ fn restore_memory_does_not_grow_with_the_log() {
         log_len >> 20
     );
 }
+
+/// A `replicate` started while the store does not answer waits for it and
+/// then replicates (a daemon started before its store, as in a container
+/// that comes up first).
+#[test]
+fn s3_replicate_started_during_an_outage_waits_for_the_store() {
+    let Some(moto) = PrivateMoto::start() else {
+        return;
+    };
+    let bucket = new_bucket(&moto.endpoint, "late");
+    let url = format!("s3://{bucket}/db");
+    let mut db = TestDb::new();
+    db.insert(4);
+    let path = db.path.to_str().unwrap().to_string();
+    moto.signal("STOP");
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = cli()
+        .args([
+            "replicate",
+            &path,
+            "--to",
+            &url,
+            "--endpoint",
+            &moto.endpoint,
+            "--allow-http",
+            "--interval",
+            "100ms",
+            "--timeout",
+            "1s",
+            // An attempt whose lease write lands after it timed out holds
+            // the lease until it expires.
+            "--lease-ttl",
+            "5s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(logs.path().join("stderr")).unwrap();
+    wait_for(|| stderr().contains("cannot start replicating yet"));
+    assert!(child.try_wait().unwrap().is_none(), "{}", stderr());
+    moto.signal("CONT");
+    let replica = Replica::open(&url, &rcommon::s3_options(&moto.endpoint)).unwrap();
+    wait_for(|| {
+        replica.manifest().ok().flatten().and_then(|m| {
+            m.generations
+                .last()
+                .map(iqdb_persist_replicate::Generation::end_seq)
+        }) == Some(5)
+    });
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", stderr());
+}

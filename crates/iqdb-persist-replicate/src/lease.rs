@@ -171,6 +171,16 @@ impl LeaseRecord {
     }
 }
 
+/// Whether a lease owner (as in [`LeaseRecord::owner`] and
+/// [`ReplicateError::LeaseHeld`]) is this very process: an earlier attempt
+/// to take the lease whose write landed after its request timed out (it
+/// expires within its time to live; a daemon waits for it).
+#[must_use]
+pub fn owned_by_this_process(owner: &str) -> bool {
+    let me = Identity::current();
+    owner.starts_with(&format!("{}:{}:", me.host, me.pid))
+}
+
 /// Bytes a lease object may have; anything larger is not ours.
 pub(crate) const MAX_LEASE_BYTES: u64 = 64 << 10;
 

@@ -84,7 +84,7 @@ mod store;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{ReplicateError, Result};
-pub use crate::lease::LeaseRecord;
+pub use crate::lease::{LeaseRecord, owned_by_this_process};
 pub use crate::manifest::{
     Generation, Manifest, RestorePoint, RestoreTarget, SegmentObject, SnapshotObject,
 };
