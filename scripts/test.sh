@@ -33,13 +33,20 @@ cargo test --workspace --all-features
 step "iqdb-persist with default features only, and with none"
 cargo test -p iqdb-persist --lib --tests
 cargo build -p iqdb-persist --no-default-features
+cargo build -p iqdb-persist-cli --no-default-features   # the lean tool: no replication stack
+
+step "iqdb-persist 1.0.0's own 27 tests over this crate: features zstd,lz4, default, none"
+bash scripts/upstream-tests.sh
+
+step "cargo-deny: licenses, duplicates, sources (advisories need the network: IQDB_DENY_ADVISORIES=1)"
+bash scripts/deny.sh
 
 step "documentation, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 if [ -d compat/iqdb ]; then
-  step "the published iqdb 1.x over this crate (compat/iqdb)"
-  (cd compat/iqdb && CARGO_TARGET_DIR="$PWD/../../target" cargo test --locked)
+  step "the published iqdb 1.x over this crate, and 1.0.0 reading what it wrote (compat/iqdb)"
+  bash scripts/compat-iqdb.sh
 fi
 
 step "benchmark smoke run"

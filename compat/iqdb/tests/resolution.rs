@@ -96,8 +96,8 @@ fn cargo_tree_resolves_iqdb_persist_to_the_path_crate() {
     );
 }
 
-/// The files iqdb writes are in our default formats (snapshot v3, WAL v2),
-/// which 1.0 cannot write: ours did the writing.
+/// The files iqdb writes for a new database are in our default formats
+/// (snapshot v3, WAL v2), which 1.0 cannot write: ours did the writing.
 #[test]
 fn iqdb_writes_through_our_crate() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +112,7 @@ fn iqdb_writes_through_our_crate() {
     db.close().unwrap();
 
     let bytes = std::fs::read(&path).unwrap();
-    let header = iqdb_persist::format::read_header(&mut bytes.as_slice()).unwrap();
+    let header = iqdb_persist::format::read_any_header(&mut bytes.as_slice()).unwrap();
     assert_eq!(
         header.version,
         iqdb_persist::LATEST_VERSION,

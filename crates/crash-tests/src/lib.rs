@@ -7,6 +7,8 @@
 //! every vector and metadata value of a recovered store can be checked bit
 //! for bit against what was written.
 
+pub mod sim;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use iqdb_persist::{Compression, Options, PersistedIndex};
+use iqdb_persist::{Compression, Options, PersistError, PersistedIndex};
 use iqdb_persist_interop::{
     SCHEMES, SHAPES, Shape, V1Store, assert_same_store, config, scheme_tag, v1_config,
     write_v1_snapshot,
@@ -203,7 +203,8 @@ fn v1_format_snapshot_loads_in_ours() {
     }
 }
 
-/// By default ours writes v3 (documented: 1.0 cannot read it), and 1.0
+/// A new database gets v3 by default (documented: 1.0 cannot read it;
+/// `convert --to compat` or `IQDB_PERSIST_FORMAT=compat` gives v2), and 1.0
 /// refuses it cleanly with its `UnsupportedVersion` error.
 #[test]
 fn ours_default_snapshot_is_v3_and_v1_refuses_it() {
@@ -218,8 +219,19 @@ fn ours_default_snapshot_is_v3_and_v1_refuses_it() {
             .unwrap();
 
         let bytes = std::fs::read(&path).unwrap();
-        let header = iqdb_persist::format::read_header(&mut bytes.as_slice()).unwrap();
+        let header = iqdb_persist::format::read_any_header(&mut bytes.as_slice()).unwrap();
         assert_eq!(header.version, 3, "{context}: default format");
+        // 1.0's header reader, kept as 1.0 had it, refuses v3 as 1.0 does.
+        assert!(
+            matches!(
+                iqdb_persist::format::read_header(&mut bytes.as_slice()),
+                Err(PersistError::UnsupportedVersion {
+                    found: 3,
+                    supported: 2
+                })
+            ),
+            "{context}"
+        );
         assert_eq!(header.version, iqdb_persist::LATEST_VERSION, "{context}");
 
         let err =

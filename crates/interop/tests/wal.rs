@@ -352,12 +352,12 @@ fn ours_compat_checkpoint_loads_in_v1(compression: Compression) {
     }
 }
 
-/// Our default options keep an existing v1 log (and the v2 snapshot) until a
-/// checkpoint replaces them, as `WalFormat` documents: a database 1.0 wrote
-/// stays 1.0-readable through ours' appends; the checkpoint then upgrades it
-/// to v3 / WAL v2, which 1.0 refuses.
+/// Our default options keep a database 1.0 wrote in 1.0's formats (the
+/// format policy `Keep`): it stays 1.0-readable through ours' appends and
+/// through a checkpoint; only an explicit upgrade (`FormatPolicy::Latest`)
+/// moves it to v3 / WAL v2, which 1.0 then refuses.
 #[test]
-fn default_options_keep_a_v1_log_until_checkpoint() {
+fn default_options_keep_1_0_formats_until_an_explicit_upgrade() {
     let shape = wal_shapes()[5];
     let context = "default options on a 1.0 database";
     let dir = tempfile::tempdir().unwrap();
@@ -393,6 +393,16 @@ fn default_options_keep_a_v1_log_until_checkpoint() {
         PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None)).unwrap();
     ours.checkpoint().unwrap();
     drop(ours);
+    let loaded = load_v1(&path, Compression::None, context);
+    assert_same_store(&expected_after(&shape, &all), &loaded, context);
+
+    let mut ours = PersistedIndex::<VectorStore>::load_with_options(
+        config(&path, true, Compression::None),
+        Options::new().format_policy(iqdb_persist::FormatPolicy::Latest),
+    )
+    .unwrap();
+    ours.checkpoint().unwrap();
+    drop(ours);
     let err =
         iqdb_persist_v1::PersistedIndex::<V1Store>::load(v1_config(&path, true, Compression::None))
             .expect_err("1.0 must refuse the upgraded database");
@@ -404,7 +414,7 @@ fn default_options_keep_a_v1_log_until_checkpoint() {
                 supported: 2
             }
         ),
-        "{context}: after a default checkpoint 1.0 should see snapshot v3, got {err:?}"
+        "{context}: after an upgrading checkpoint 1.0 should see snapshot v3, got {err:?}"
     );
     let reloaded =
         PersistedIndex::<VectorStore>::load(config(&path, true, Compression::None)).unwrap();

@@ -10,11 +10,17 @@
 //! | `verify PATH` | every checksum, every log frame; decodes and replays registered index types | no |
 //! | `wal dump PATH` | every logged operation, as text or JSON lines | no |
 //! | `repair PATH` | cuts a torn log tail (or, with `--salvage`, a corrupt one), keeping a backup | yes, explicitly |
+//! | `convert PATH --to compat\|latest` | rewrites the database in 1.0's formats or the latest (a checkpoint, under the writer lock) | yes, explicitly |
 //! | `bench` | save/load/log throughput beside the raw disk's | only in its own directory |
 //! | `demo` | builds, saves, crashes a writer with SIGKILL, recovers and checks everything | only in its own directory |
 //! | `replicate PATH --to URL` | ships the snapshot and log to object storage continuously (S3, `file://`) | no (the replica only) |
 //! | `restore URL --to DIR` | rebuilds a database from its replica, to the latest point, a sequence number or a time | only DIR (absent or empty) |
 //! | `generations URL` | lists a replica's generations, sequence ranges, times, sizes and lease | no |
+//!
+//! `replicate`, `restore` and `generations` need the `replication` cargo
+//! feature (on by default). Without it (`cargo install iqdb-persist-cli
+//! --no-default-features`) the tool has no network stack (tokio, object_store,
+//! reqwest, TLS) and no C toolchain is needed for a crypto library.
 //!
 //! `PATH` is always the snapshot; its log is `PATH.wal`. A path ending in
 //! `.wal` is taken as the log, with the snapshot beside it.
@@ -70,14 +76,18 @@ use clap::{Parser, Subcommand};
 use iqdb_persist::PersistError;
 
 pub mod bench;
+pub mod convert;
 pub mod demo;
 mod examine;
+#[cfg(feature = "replication")]
 pub mod generations;
 pub mod inspect;
 mod output;
 pub mod registry;
 pub mod repair;
+#[cfg(feature = "replication")]
 pub mod replicate;
+#[cfg(feature = "replication")]
 pub mod restore;
 pub mod verify;
 pub mod wal;
@@ -246,8 +256,9 @@ const TOP_EXAMPLES: &str = concat!(
   iqdb-persist verify data/vectors.iqdb --json
   iqdb-persist wal dump data/vectors.iqdb --limit 20
   iqdb-persist repair data/vectors.iqdb --dry-run
+  iqdb-persist convert data/vectors.iqdb --to compat
   iqdb-persist demo
-  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors   # replication feature (default)
   iqdb-persist restore s3://backups/vectors --to /srv/restored --at 120000
   iqdb-persist generations s3://backups/vectors
 
@@ -263,7 +274,7 @@ const TOP_EXAMPLES: &str = concat!(
     about = "Inspect, verify, dump, repair, benchmark and replicate iqdb-persist databases",
     long_about = "Inspect, verify, dump, repair, benchmark and replicate iqdb-persist databases.\n\n\
         PATH is a database's snapshot file; its write-ahead log is PATH.wal. Only \
-        `repair` changes a database, and only when asked. Human-readable output by \
+        `repair` and `convert` change a database, and only when asked. Human-readable output by \
         default; --json for scripts.",
     after_help = TOP_EXAMPLES,
     propagate_version = true
@@ -292,15 +303,20 @@ pub enum Command {
     Wal(wal::WalCommand),
     /// Cut a torn (or, with --salvage, corrupt) log tail, keeping a backup.
     Repair(repair::RepairArgs),
+    /// Rewrite a database in 1.0's formats (compat) or the latest ones.
+    Convert(convert::ConvertArgs),
     /// Measure save/load/log throughput beside the raw disk.
     Bench(bench::BenchArgs),
     /// Build, save, crash a writer with SIGKILL, recover, and check every write.
     Demo(demo::DemoArgs),
     /// Ship the snapshot and log to object storage continuously (S3, file://).
+    #[cfg(feature = "replication")]
     Replicate(replicate::ReplicateArgs),
     /// Rebuild a database from its replica (latest, --at SEQ or --at TIME).
+    #[cfg(feature = "replication")]
     Restore(restore::RestoreArgs),
     /// List a replica's generations, sequence ranges, times, sizes and lease.
+    #[cfg(feature = "replication")]
     Generations(generations::GenerationsArgs),
     /// The writer process of `demo` (internal).
     #[command(name = "__demo-writer", hide = true)]
@@ -340,11 +356,15 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         Command::Verify(args) => verify::run(args, ctx),
         Command::Wal(wal::WalCommand::Dump(args)) => wal::run_dump(args, ctx),
         Command::Repair(args) => repair::run(args, ctx),
+        Command::Convert(args) => convert::run(args, ctx),
         Command::Bench(args) => bench::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::DemoWriter(args) => demo::run_writer(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Replicate(args) => replicate::run(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Restore(args) => restore::run(args, ctx),
+        #[cfg(feature = "replication")]
         Command::Generations(args) => generations::run(args, ctx),
     }
 }

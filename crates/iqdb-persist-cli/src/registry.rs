@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use iqdb_index::IndexCore;
+use iqdb_persist::format_policy::{ConvertReport, convert};
 use iqdb_persist::inspect::load_read_only;
-use iqdb_persist::{Options, PersistConfig, Persistable, RecoveryReport};
+use iqdb_persist::{FormatPolicy, Options, PersistConfig, Persistable, RecoveryReport};
 use iqdb_persist_testkit::VectorStore;
 use iqdb_types::{DistanceMetric, VectorId};
 
@@ -80,10 +81,20 @@ pub struct LoadOutcome {
 pub type Loader =
     dyn Fn(&PersistConfig, &Options) -> iqdb_persist::Result<LoadOutcome> + Send + Sync;
 
-/// Maps index type tags to loaders.
+/// A converter: rewrites the database described by the configuration in
+/// the formats of the policy (`convert`), with the options; `true` for a dry
+/// run.
+pub type Converter = dyn Fn(&PersistConfig, FormatPolicy, &Options, bool) -> iqdb_persist::Result<ConvertReport>
+    + Send
+    + Sync;
+
+/// Maps index type tags to loaders (and, for types registered with
+/// [`register`](Registry::register) or [`register_with`](Registry::register_with),
+/// converters).
 #[derive(Default)]
 pub struct Registry {
     loaders: BTreeMap<String, Box<Loader>>,
+    converters: BTreeMap<String, Box<Converter>>,
 }
 
 impl fmt::Debug for Registry {
@@ -120,6 +131,12 @@ impl Registry {
         &mut self,
         summarize: impl Fn(&I) -> IndexSummary + Send + Sync + 'static,
     ) -> &mut Self {
+        self.converters.insert(
+            I::INDEX_TYPE.to_string(),
+            Box::new(|config, to, options, dry_run| {
+                convert::<I>(config, to, options.clone(), dry_run)
+            }),
+        );
         self.register_loader(I::INDEX_TYPE, move |config, options| {
             let (index, report) = load_read_only::<I>(config, options)?;
             Ok(LoadOutcome {
@@ -146,6 +163,12 @@ impl Registry {
     #[must_use]
     pub fn get(&self, index_type: &str) -> Option<&Loader> {
         self.loaders.get(index_type).map(AsRef::as_ref)
+    }
+
+    /// The converter for `index_type`, if registered.
+    #[must_use]
+    pub fn converter(&self, index_type: &str) -> Option<&Converter> {
+        self.converters.get(index_type).map(AsRef::as_ref)
     }
 
     /// The registered type tags, sorted.

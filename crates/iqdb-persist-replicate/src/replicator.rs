@@ -305,7 +305,7 @@ impl Replicator {
             }
             Some((1, ..)) => {
                 return Err(ReplicateError::invalid(format!(
-                    "{}: the log is WAL v1 (iqdb-persist 1.0's format), which carries no sequence numbers; checkpoint the database with WAL v2 (the default) before replicating it",
+                    "{}: the log is WAL v1 (iqdb-persist 1.0's format), which carries no sequence numbers; convert it to WAL v2 first (`iqdb-persist convert PATH --to latest`; 1.0 cannot open it afterwards)",
                     wal.display()
                 )));
             }

@@ -3,8 +3,19 @@
 //! The variants up to `Unsupported` are exactly 1.0's (users build them with
 //! struct literals, so their fields are frozen). Variants added since name the
 //! file, and where it applies the byte offset, so an operator can find the
-//! problem: a damaged file is reported as [`PersistError::InFile`] wrapping the
-//! specific 1.0-style cause.
+//! problem.
+//!
+//! Where 1.0 returned one of its variants, [`PersistedIndex`](crate::PersistedIndex)
+//! returns that same variant, bare, so code that matches on it (say
+//! `PersistError::ChecksumMismatch { .. } => restore_backup()`) keeps taking
+//! the same branch. The file and offset of the damage still reach whoever
+//! wants them: they are logged (a `tracing` warning with `path` and
+//! `offset`), every [`inspect`](crate::inspect) function (and so the
+//! command-line tool) reports them, and
+//! [`Options::error_locations`](crate::Options::error_locations) returns them
+//! in a [`PersistError::InFile`] wrapper. Errors 1.0 never produced (a
+//! damaged log frame, which 1.0 skipped silently) always carry their
+//! location.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -162,6 +173,17 @@ pub enum PersistError {
         /// Why the next operation was rejected.
         source: Box<PersistError>,
     },
+    /// A setting (such as the
+    /// [`IQDB_PERSIST_FORMAT`](crate::FORMAT_ENV) environment variable) has a
+    /// value this build does not understand.
+    InvalidSetting {
+        /// The setting's name.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// The values accepted.
+        expected: &'static str,
+    },
 }
 
 impl PersistError {
@@ -232,6 +254,52 @@ impl PersistError {
         )
     }
 
+    /// Whether this is one of the variants 1.0 had (and so may be matched
+    /// by code written against 1.0).
+    fn is_1_0_variant(&self) -> bool {
+        matches!(
+            self,
+            Self::Io { .. }
+                | Self::BadMagic { .. }
+                | Self::UnsupportedVersion { .. }
+                | Self::ChecksumMismatch { .. }
+                | Self::TruncatedHeader { .. }
+                | Self::TruncatedPayload { .. }
+                | Self::InvalidMetric { .. }
+                | Self::UnsupportedMetric { .. }
+                | Self::InvalidIndexType { .. }
+                | Self::InvalidPayload { .. }
+                | Self::Compression { .. }
+                | Self::IndexBuild(_)
+                | Self::Unsupported { .. }
+        )
+    }
+
+    /// The error as a caller of [`PersistedIndex`](crate::PersistedIndex)
+    /// gets it: with `locations` (see
+    /// [`Options::error_locations`](crate::Options::error_locations)) as it
+    /// is; otherwise an [`InFile`](Self::InFile) wrapper around one of 1.0's
+    /// variants is removed (after logging the location), so the caller sees
+    /// the variant 1.0 returned.
+    pub(crate) fn for_caller(self, locations: bool) -> Self {
+        match self {
+            Self::InFile {
+                path,
+                offset,
+                source,
+            } if !locations && source.is_1_0_variant() => {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    error = %source,
+                    "damaged file"
+                );
+                *source
+            }
+            other => other,
+        }
+    }
+
     /// Wraps `self` with the file and offset it was found at. An error that
     /// already names a location is returned unchanged.
     pub(crate) fn in_file(self, path: &Path, offset: u64) -> Self {
@@ -272,7 +340,7 @@ impl fmt::Display for PersistError {
             ),
             Self::UnsupportedVersion { found, supported } => write!(
                 f,
-                "unsupported format version {found} (this build reads up to {supported})"
+                "unsupported format version {found} (the reader supports versions up to {supported})"
             ),
             Self::ChecksumMismatch { expected, computed } => write!(
                 f,
@@ -358,6 +426,14 @@ impl fmt::Display for PersistError {
                 f,
                 "batch stopped after {applied} applied operation(s): {source}"
             ),
+            Self::InvalidSetting {
+                name,
+                value,
+                expected,
+            } => write!(
+                f,
+                "{name}={value:?} is not a valid setting: expected {expected}"
+            ),
         }
     }
 }
@@ -396,6 +472,7 @@ impl ForgeError for PersistError {
             Self::Poisoned { .. } => "Poisoned",
             Self::CorruptFrame { .. } => "CorruptFrame",
             Self::Batch { .. } => "Batch",
+            Self::InvalidSetting { .. } => "InvalidSetting",
         }
     }
 
@@ -421,6 +498,7 @@ impl ForgeError for PersistError {
             Self::Poisoned { .. } => "the handle stopped accepting writes after a failure",
             Self::CorruptFrame { .. } => "a write-ahead-log frame is damaged",
             Self::Batch { .. } => "a batch stopped at a rejected operation",
+            Self::InvalidSetting { .. } => "a setting has a value this build does not understand",
         }
     }
 
@@ -462,6 +540,37 @@ mod tests {
             .in_file(Path::new("y"), 0);
         assert!(matches!(err, PersistError::Io { .. }));
         assert!(!err.is_corruption());
+    }
+
+    #[test]
+    fn callers_get_1_0_variants_unless_they_ask_for_locations() {
+        let located = || {
+            PersistError::ChecksumMismatch {
+                expected: 1,
+                computed: 2,
+            }
+            .in_file(Path::new("a.iqdb"), 41)
+        };
+        assert!(matches!(
+            located().for_caller(false),
+            PersistError::ChecksumMismatch {
+                expected: 1,
+                computed: 2
+            }
+        ));
+        let kept = located().for_caller(true);
+        assert_eq!(kept.offset(), Some(41));
+        assert_eq!(kept.path(), Some(Path::new("a.iqdb")));
+        // A cause 1.0 never had keeps its location.
+        let frame = PersistError::CorruptFrame {
+            reason: "checksum mismatch",
+            verdict: "valid frames follow",
+            torn: false,
+            valid_frames_after: 3,
+        }
+        .in_file(Path::new("a.iqdb.wal"), 99)
+        .for_caller(false);
+        assert_eq!(frame.offset(), Some(99));
     }
 
     #[test]

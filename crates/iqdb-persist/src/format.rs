@@ -141,6 +141,13 @@ fn usize_to_u64(value: usize) -> u64 {
 /// write_header(&mut bytes, &header).unwrap();
 /// assert_eq!(bytes.len(), header.encoded_len());
 /// assert_eq!(read_header(&mut bytes.as_slice()).unwrap(), header);
+///
+/// // A v3 header: only `read_any_header` reads it, as 1.0's reader would not.
+/// let v3 = FileHeader { version: 3, ..header };
+/// bytes.clear();
+/// write_header(&mut bytes, &v3).unwrap();
+/// assert!(read_header(&mut bytes.as_slice()).is_err());
+/// assert_eq!(iqdb_persist::format::read_any_header(&mut bytes.as_slice()).unwrap(), v3);
 /// ```
 pub fn write_header(writer: &mut dyn Write, header: &FileHeader) -> Result<()> {
     let bytes = encode_header(header)?;
@@ -150,13 +157,31 @@ pub fn write_header(writer: &mut dyn Write, header: &FileHeader) -> Result<()> {
     })
 }
 
-/// Reads a header written by [`write_header`] (any version 1 to
-/// [`LATEST_VERSION`]), leaving `reader` just past it.
+/// Reads the header of a snapshot in one of 1.0's formats (version 1 or 2,
+/// up to [`CURRENT_VERSION`]), leaving `reader` just past it: 1.0's function,
+/// with 1.0's contract.
 ///
-/// Fails with `BadMagic`, `UnsupportedVersion`, `TruncatedHeader`,
-/// `InvalidMetric` or `InvalidPayload` (an index-type tag longer than
-/// [`MAX_INDEX_TYPE_LEN`] or not UTF-8); never allocates more than that cap.
+/// A file of any other version, including this build's v3, fails with
+/// `UnsupportedVersion { found, supported: CURRENT_VERSION }`, as in 1.0: code
+/// that goes on to parse a v1/v2 payload itself never sees a v3 header. To
+/// read the header of any version this build reads, use [`read_any_header`].
+///
+/// Also fails with `BadMagic`, `TruncatedHeader`, `InvalidMetric` or
+/// `InvalidPayload` (an index-type tag longer than [`MAX_INDEX_TYPE_LEN`] or
+/// not UTF-8); never allocates more than that cap.
 pub fn read_header(reader: &mut dyn Read) -> Result<FileHeader> {
+    read_header_up_to(reader, CURRENT_VERSION)
+}
+
+/// Reads a header written by [`write_header`] of any version this build
+/// reads (1 to [`LATEST_VERSION`]), leaving `reader` just past it; other
+/// versions fail with `UnsupportedVersion { found, supported: LATEST_VERSION }`.
+/// Otherwise the same as [`read_header`].
+pub fn read_any_header(reader: &mut dyn Read) -> Result<FileHeader> {
+    read_header_up_to(reader, LATEST_VERSION)
+}
+
+fn read_header_up_to(reader: &mut dyn Read, newest: u32) -> Result<FileHeader> {
     let mut consumed = 0usize;
     let mut magic = [0u8; 8];
     read_field(reader, &mut magic, &mut consumed)?;
@@ -167,10 +192,10 @@ pub fn read_header(reader: &mut dyn Read) -> Result<FileHeader> {
     let mut b8 = [0u8; 8];
     read_field(reader, &mut b4, &mut consumed)?;
     let version = u32::from_le_bytes(b4);
-    if !(MIN_SUPPORTED_VERSION..=LATEST_VERSION).contains(&version) {
+    if !(MIN_SUPPORTED_VERSION..=newest).contains(&version) {
         return Err(PersistError::UnsupportedVersion {
             found: version,
-            supported: LATEST_VERSION,
+            supported: newest,
         });
     }
     read_field(reader, &mut b8, &mut consumed)?;
@@ -346,9 +371,27 @@ mod tests {
         for version in [0, 4, u32::MAX] {
             let bytes = encode_header(&header(version)).unwrap_or_default();
             assert!(matches!(
-                read_header(&mut bytes.as_slice()),
+                read_any_header(&mut bytes.as_slice()),
                 Err(PersistError::UnsupportedVersion { found, supported: LATEST_VERSION }) if found == version
             ));
+        }
+    }
+
+    #[test]
+    fn the_1_0_reader_keeps_1_0s_range_and_message() {
+        for version in [0, 3, 4, 999] {
+            let bytes = encode_header(&header(version)).unwrap_or_default();
+            assert!(matches!(
+                read_header(&mut bytes.as_slice()),
+                Err(PersistError::UnsupportedVersion { found, supported: CURRENT_VERSION }) if found == version
+            ));
+        }
+        for version in [1, 2] {
+            let bytes = encode_header(&header(version)).unwrap_or_default();
+            assert_eq!(
+                read_header(&mut bytes.as_slice()).ok(),
+                Some(header(version))
+            );
         }
     }
 

@@ -152,7 +152,7 @@ pub fn scan_log(
                 stopped_early: false,
             }));
         }
-        Opened::Log(log) => log,
+        Opened::Log(log) => *log,
     };
     let mut info = LogInfo {
         path: path.to_path_buf(),
@@ -485,7 +485,17 @@ pub fn repair_log(
             operations,
         } => {
             let backup = recovery::backup_log(fs, &wal_path)?;
-            let version = options.get_wal_format().version();
+            let version = crate::format_policy::formats(
+                crate::format_policy::policy(options)?,
+                None,
+                options.explicit_wal_format(),
+                crate::format_policy::OnDisk {
+                    snapshot: Some(meta.header.version),
+                    wal: None,
+                },
+            )
+            .1
+            .version();
             let base = meta.last_seq().map_or(1, |seq| seq + 1);
             wal::create_log(fs, &wal_path, version, base, fingerprint)?;
             report.truncated = Some(Truncation::whole_log(
@@ -585,7 +595,7 @@ pub fn read_log_frames(
     max_bytes: u64,
 ) -> Result<Option<(LogHeader, Vec<RawFrame>, u64)>> {
     let mut log = match reader::open(fs, path, false)? {
-        Opened::Log(log) => log,
+        Opened::Log(log) => *log,
         Opened::Missing | Opened::Incomplete { .. } => return Ok(None),
     };
     let header = LogHeader {

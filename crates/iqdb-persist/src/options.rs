@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
+use crate::format_policy::{self, FormatPolicy, OnDisk};
 use crate::storage::{FileSystem, StdFileSystem};
 
-/// Which snapshot format to write. Every format is always readable.
+/// Which snapshot format to write. Every format is always readable. Unless
+/// set, it follows the [`FormatPolicy`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -37,8 +39,9 @@ impl SnapshotFormat {
     }
 }
 
-/// Which write-ahead-log format to write for a new log. An existing log
-/// keeps its format until the next checkpoint replaces it.
+/// Which write-ahead-log format to write. Unless set, it follows the
+/// [`FormatPolicy`]; a log that holds operations keeps its format until the
+/// next checkpoint replaces it.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -100,8 +103,10 @@ pub enum RecoveryMode {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Options {
-    snapshot_format: SnapshotFormat,
-    wal_format: WalFormat,
+    snapshot_format: Option<SnapshotFormat>,
+    wal_format: Option<WalFormat>,
+    format_policy: Option<FormatPolicy>,
+    error_locations: bool,
     recovery_mode: RecoveryMode,
     overwrite_existing: bool,
     file_system: Arc<dyn FileSystem>,
@@ -112,8 +117,10 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            snapshot_format: SnapshotFormat::default(),
-            wal_format: WalFormat::default(),
+            snapshot_format: None,
+            wal_format: None,
+            format_policy: None,
+            error_locations: false,
             recovery_mode: RecoveryMode::default(),
             overwrite_existing: false,
             file_system: StdFileSystem::shared(),
@@ -124,32 +131,67 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: snapshot v3, WAL v2, [`RecoveryMode::TolerateTornTail`],
-    /// no overwriting, the real file system.
+    /// The defaults: formats as the [`FormatPolicy`] in force says (the
+    /// [`FORMAT_ENV`](crate::FORMAT_ENV) variable, else
+    /// [`FormatPolicy::Keep`]: an existing database keeps its formats, a new
+    /// one gets snapshot v3 and WAL v2), [`RecoveryMode::TolerateTornTail`],
+    /// 1.0's error variants without locations, no overwriting, the real file
+    /// system.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Settings whose files iqdb-persist 1.0 reads: snapshot v2 and WAL v1.
+    /// Settings whose files iqdb-persist 1.0 reads: snapshot v2 and WAL v1
+    /// ([`FormatPolicy::Compat`]), for every database, new or existing.
     #[must_use]
     pub fn compat_1_0() -> Self {
-        Self::default()
-            .snapshot_format(SnapshotFormat::V2)
-            .wal_format(WalFormat::V1)
+        Self::default().format_policy(FormatPolicy::Compat)
     }
 
-    /// The snapshot format to write.
+    /// The snapshot format to write, whatever the [`FormatPolicy`] says.
     #[must_use]
     pub fn snapshot_format(mut self, format: SnapshotFormat) -> Self {
-        self.snapshot_format = format;
+        self.snapshot_format = Some(format);
         self
     }
 
-    /// The format of newly created write-ahead logs.
+    /// The log format to write, whatever the [`FormatPolicy`] says. A log
+    /// that holds operations keeps its format until the next checkpoint.
     #[must_use]
     pub fn wal_format(mut self, format: WalFormat) -> Self {
-        self.wal_format = format;
+        self.wal_format = Some(format);
+        self
+    }
+
+    /// Which formats to write where [`snapshot_format`](Self::snapshot_format)
+    /// and [`wal_format`](Self::wal_format) are not set. Without this, the
+    /// [`FORMAT_ENV`](crate::FORMAT_ENV) variable decides, else
+    /// [`FormatPolicy::Keep`].
+    #[must_use]
+    pub fn format_policy(mut self, policy: FormatPolicy) -> Self {
+        self.format_policy = Some(policy);
+        self
+    }
+
+    /// Whether errors from [`PersistedIndex`](crate::PersistedIndex) about a
+    /// damaged file always come wrapped in
+    /// [`PersistError::InFile`](crate::PersistError::InFile) with the file
+    /// and byte offset (`true`), or, where 1.0 returned one of its variants,
+    /// as that variant, bare, as 1.0 did (`false`, the default, so code
+    /// written against 1.0 takes the same branches). Either way the location
+    /// is logged as a `tracing` warning, and errors 1.0 never produced (a
+    /// damaged log frame) always carry it.
+    ///
+    /// ```
+    /// use iqdb_persist::Options;
+    ///
+    /// assert!(!Options::new().get_error_locations());
+    /// assert!(Options::new().error_locations(true).get_error_locations());
+    /// ```
+    #[must_use]
+    pub fn error_locations(mut self, locations: bool) -> Self {
+        self.error_locations = locations;
         self
     }
 
@@ -191,16 +233,66 @@ impl Options {
         self
     }
 
-    /// The snapshot format written.
+    /// The snapshot format written: the one set, else what the
+    /// [`FormatPolicy`] gives a new database. (The options of an open
+    /// [`PersistedIndex`](crate::PersistedIndex) say what its database is
+    /// written in.)
     #[must_use]
     pub fn get_snapshot_format(&self) -> SnapshotFormat {
+        self.for_new_database().0
+    }
+
+    /// The log format written: the one set, else what the [`FormatPolicy`]
+    /// gives a new database.
+    #[must_use]
+    pub fn get_wal_format(&self) -> WalFormat {
+        self.for_new_database().1
+    }
+
+    /// The format policy set with [`format_policy`](Self::format_policy).
+    #[must_use]
+    pub fn get_format_policy(&self) -> Option<FormatPolicy> {
+        self.format_policy
+    }
+
+    /// Whether errors always carry their file and offset (see
+    /// [`error_locations`](Self::error_locations)).
+    #[must_use]
+    pub fn get_error_locations(&self) -> bool {
+        self.error_locations
+    }
+
+    /// The formats of a new database (an invalid environment setting counts
+    /// as unset here; opening reports it).
+    fn for_new_database(&self) -> (SnapshotFormat, WalFormat) {
+        let policy = format_policy::policy(self).unwrap_or(self.format_policy.unwrap_or_default());
+        format_policy::formats(
+            policy,
+            self.snapshot_format,
+            self.wal_format,
+            OnDisk::default(),
+        )
+    }
+
+    pub(crate) fn explicit_snapshot_format(&self) -> Option<SnapshotFormat> {
         self.snapshot_format
     }
 
-    /// The format of new logs.
-    #[must_use]
-    pub fn get_wal_format(&self) -> WalFormat {
+    pub(crate) fn explicit_wal_format(&self) -> Option<WalFormat> {
         self.wal_format
+    }
+
+    pub(crate) fn clear_explicit_formats(mut self) -> Self {
+        self.snapshot_format = None;
+        self.wal_format = None;
+        self
+    }
+
+    /// These options with both formats fixed for the database at `config`,
+    /// as its files are now (see [`FormatPolicy`]).
+    pub(crate) fn resolved_for(self, config: &crate::PersistConfig) -> crate::Result<Self> {
+        let on_disk = OnDisk::read(self.file_system.as_ref(), config);
+        format_policy::resolve(self, on_disk)
     }
 
     /// The recovery mode.

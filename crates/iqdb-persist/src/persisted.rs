@@ -30,6 +30,16 @@ use crate::{Persistable, checkpoint, replace, wal};
 ///   lives: a second writer, in this process or another, gets
 ///   [`PersistError::Locked`].
 ///
+/// Locking rule: every handle that writes the snapshot holds the writer
+/// lock while it writes — a WAL-mode handle for its whole life, a
+/// snapshot-only handle for each [`save`](Self::save) (which fails with
+/// `Locked` while a WAL-mode handle on the same database lives). A
+/// snapshot-only [`load`](Self::load) is a reader and takes no lock: it
+/// reads the snapshot last renamed into place, whole, and never the log.
+///
+/// [`close`](Self::close) returns the final sync's result; dropping the
+/// handle syncs too, but can only log a failure.
+///
 /// Writes made through [`index_mut`](Self::index_mut) bypass the log; a
 /// checkpoint (or save) makes them durable.
 pub struct PersistedIndex<I: Index + Persistable> {
@@ -70,7 +80,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
 
     /// [`open_with`](Self::open_with) with [`Options`].
     pub fn open_with_options(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::open_located(inner, config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn open_located(inner: I, config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let mut this = Self {
             inner,
             config,
@@ -82,8 +98,9 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             let fs = this.options.get_file_system().clone();
             let lock = crate::lock::acquire(fs.as_ref(), &this.config)?;
             this.sweep()?;
+            let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
+            recovery::settle_intent(&fs, &this.config, existing)?;
             if !this.options.get_overwrite_existing() {
-                let existing = existing_fingerprint(fs.as_ref(), &this.config.path);
                 let pending = recovery::pending_operations(fs.as_ref(), &this.config, existing)?;
                 if pending > 0 {
                     return Err(PersistError::WouldOverwrite {
@@ -100,7 +117,7 @@ impl<I: Index + Persistable> PersistedIndex<I> {
                 installed.header.len(),
                 installed.header.base_seq,
                 this.config.fsync_policy,
-            );
+            )?;
             this.report.wal_created = true;
             this.report.wal_version = Some(installed.header.version);
             this.wal = Some(Mutex::new(WalState {
@@ -122,7 +139,13 @@ impl<I: Index + Persistable> PersistedIndex<I> {
     /// [`load`](Self::load) with [`Options`] (for example a
     /// [`RecoveryMode`](crate::RecoveryMode)).
     pub fn load_with_options(config: PersistConfig, options: Options) -> Result<Self> {
+        let locations = options.get_error_locations();
+        Self::load_located(config, options).map_err(|e| e.for_caller(locations))
+    }
+
+    fn load_located(config: PersistConfig, options: Options) -> Result<Self> {
         config.compression.validate()?;
+        let options = options.resolved_for(&config)?;
         let fs = options.get_file_system().clone();
         let lock = if config.wal_enabled {
             Some(crate::lock::acquire(fs.as_ref(), &config)?)
@@ -312,6 +335,10 @@ impl<I: Index + Persistable> PersistedIndex<I> {
             Some(wal) => self.checkpoint_locked(&mut lock_state(wal)),
             None => {
                 let fs = self.options.get_file_system();
+                // The writer lock, for the save's duration: a WAL-mode handle
+                // (in this process or another) owns the snapshot while it
+                // lives, and a save under it would orphan its log.
+                let _lock = crate::lock::acquire(fs.as_ref(), &self.config)?;
                 replace::sweep_stale_temps(fs.as_ref(), &self.config.path)?;
                 let settings = write_settings(&self.config, &self.options, 0);
                 replace::write_atomically(fs, &self.config.path, |file, temp| {
@@ -319,6 +346,40 @@ impl<I: Index + Persistable> PersistedIndex<I> {
                 })?;
                 Ok(())
             }
+        }
+    }
+
+    /// Closes the handle, returning what dropping it would only log: the
+    /// result of the final sync of the log (WAL mode). An error means writes
+    /// acknowledged under `Periodic` or `Never` since the last successful
+    /// sync may not be durable. Snapshot mode has nothing to sync.
+    ///
+    /// ```
+    /// # use iqdb_persist_testkit::VectorStore;
+    /// use iqdb_index::Index;
+    /// use iqdb_persist::{FsyncPolicy, PersistConfig, PersistedIndex};
+    /// use iqdb_types::DistanceMetric;
+    ///
+    /// # fn main() -> iqdb_persist::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut config = PersistConfig::new(dir.path().join("db.iqdb"));
+    /// config.wal_enabled = true;
+    /// config.fsync_policy = FsyncPolicy::Never;
+    /// let index = VectorStore::new(2, DistanceMetric::Euclidean, Default::default())?;
+    /// let db = PersistedIndex::open_with(index, config)?;
+    /// db.close()?; // the final fsync's outcome
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close(mut self) -> Result<()> {
+        match self.wal.take() {
+            Some(wal) => {
+                let mut state = wal
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.writer.shutdown()
+            }
+            None => Ok(()),
         }
     }
 
@@ -491,14 +552,14 @@ fn existing_fingerprint(fs: &dyn FileSystem, path: &Path) -> Option<SnapshotFing
 }
 
 /// A snapshot installed with a fresh log beside it.
-struct Installed {
+pub(crate) struct Installed {
     snapshot: SnapshotFingerprint,
     file: Arc<dyn FileHandle>,
     header: WalHeader,
 }
 
 /// Whether a failed install may have changed the files in place.
-enum InstallError {
+pub(crate) enum InstallError {
     /// Nothing was installed; the old snapshot and log stand.
     Before(PersistError),
     /// The snapshot may have been installed.
@@ -515,8 +576,8 @@ impl From<InstallError> for PersistError {
 
 /// The checkpoint protocol: snapshot to a temporary, durable intent,
 /// rename, fresh log, intent removed (see [`checkpoint`]).
-fn install<I: Persistable>(
-    index: &I,
+pub(crate) fn install<S: snapshot::Source>(
+    index: &S,
     config: &PersistConfig,
     options: &Options,
     next_seq: u64,
@@ -524,7 +585,7 @@ fn install<I: Persistable>(
     let fs = options.get_file_system();
     let settings = write_settings(config, options, next_seq.saturating_sub(1));
     let (prepared, written) = replace::prepare(fs, &config.path, |file, temp| {
-        snapshot::write_snapshot(file, temp, index, &settings)
+        index.write_to(file, temp, &settings)
     })
     .map_err(InstallError::Before)?;
     let wal_version = options.get_wal_format().version();
@@ -534,7 +595,11 @@ fn install<I: Persistable>(
         wal_version,
     };
     let intent_path = config.checkpoint_path();
-    checkpoint::write(fs, &intent_path, &intent).map_err(InstallError::Before)?;
+    // A failed intent write may leave the intent in place (renamed, then its
+    // directory fsync failed): nothing more may be acknowledged on the old
+    // log, or a load would take the intent for a completed checkpoint when
+    // its snapshot is byte for byte the one in place, and drop the log.
+    checkpoint::write(fs, &intent_path, &intent).map_err(InstallError::After)?;
     let after = |e| InstallError::After(e);
     prepared.install(&config.path).map_err(after)?;
     let (file, header) = wal::create_log(

@@ -73,7 +73,9 @@ fn snapshot_round_trips_in_every_format_and_scheme() -> Result<()> {
             }
         }
     }
-    assert_eq!(names_in(d.path()), vec!["snap.iqdb"]);
+    // The lock file is the writer lock every save takes (a snapshot-only handle
+    // included); nothing else is left behind.
+    assert_eq!(names_in(d.path()), vec!["snap.iqdb", "snap.iqdb.lock"]);
     Ok(())
 }
 
@@ -575,6 +577,16 @@ fn wrong_index_type_names_both_types() -> Result<()> {
     std::fs::write(&path, &bytes).map_err(|e| PersistError::io(&path, e))?;
     let err = PersistedIndex::<MiniIndex>::load(PersistConfig::new(&path)).err();
     let err = err.unwrap_or_else(|| panic!("loaded a foreign index type"));
+    // 1.0's variant, bare, as 1.0 returned it.
+    assert!(matches!(
+        &err,
+        PersistError::InvalidIndexType { found, expected: "mini" } if found == "hnsw"
+    ));
+    // With locations asked for, the file too.
+    let options = Options::new().error_locations(true);
+    let err = PersistedIndex::<MiniIndex>::load_with_options(PersistConfig::new(&path), options)
+        .err()
+        .unwrap_or_else(|| panic!("loaded a foreign index type"));
     assert!(matches!(
         err.root_cause(),
         PersistError::InvalidIndexType { found, expected: "mini" } if found == "hnsw"

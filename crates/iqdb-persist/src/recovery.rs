@@ -153,7 +153,7 @@ pub(crate) fn assess(
         }
         Ok(Opened::Log(mut log)) => {
             if log.header.version < 2 || log.header.snapshot == Some(fingerprint) {
-                LogState::Replay(log)
+                LogState::Replay(*log)
             } else {
                 let operations = count_operations(&mut log)?;
                 if operations == 0 {
@@ -374,14 +374,32 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
                 )?
             } else {
                 let header = log.header;
+                // v2 frames before the last frame's synced length were seen
+                // durable by their writer; a v1 log cannot tell.
+                let (unsure_from, mark) = if header.version >= 2 {
+                    let from = log.last_synced_len.clamp(header.len(), log.position());
+                    // More than the last frame unsure (written under
+                    // `Periodic`/`Never`): leave a sync mark, so the next
+                    // load need not write it all back again.
+                    (from, (from < log.last_frame_offset).then_some(log.next_seq))
+                } else {
+                    (header.len(), None)
+                };
+                let end = make_durable(
+                    log.file().as_ref(),
+                    &wal_path,
+                    unsure_from,
+                    log.position(),
+                    mark,
+                )?;
                 writer(
                     config,
                     &wal_path,
                     log.file().clone(),
                     &header,
-                    log.position(),
+                    end,
                     log.next_seq,
-                )
+                )?
             }
         }
         LogState::CheckpointCompleted { next_seq, version } => {
@@ -423,7 +441,55 @@ pub(crate) fn recover_log<I: IndexCore + ?Sized>(
         // Only now that the log is what the snapshot needs.
         checkpoint::remove(fs.as_ref(), &config.checkpoint_path())?;
     }
+    // What this load saw of the directory may not be durable yet: a failed
+    // directory fsync (or a crash of the process) can leave an unlink or a
+    // rename in the page cache only. The first write acknowledged on top of
+    // it must not be undone by power loss bringing an old name back (an
+    // intent whose removal never reached the disk would complete a finished
+    // checkpoint again and discard the log).
+    let dir = crate::replace::parent_dir(&config.path);
+    fs.sync_dir(dir).map_err(|e| PersistError::io(dir, e))?;
     Ok(writer)
+}
+
+/// Makes the log's valid bytes durable before anything is appended to them;
+/// returns the log's new end.
+///
+/// What a load reads may be only in the page cache: after kill -9 between a
+/// write and its fsync, the pages are still dirty (an fsync writes them);
+/// after a failed fsync, Linux has marked them clean without writing them
+/// ("fsyncgate"), so an fsync alone does nothing and power loss would cut a
+/// hole under writes acknowledged later. Writing the bytes in
+/// `[from, end)` back over themselves dirties those pages again, and the
+/// fsync then writes them. Setting the length makes a truncation whose
+/// sync failed durable too. With `mark` (a v2 log; the next sequence
+/// number), a sync mark frame is appended once that fsync returned,
+/// recording everything before it as durable, and fsynced in turn.
+fn make_durable(
+    file: &dyn FileHandle,
+    path: &Path,
+    from: u64,
+    end: u64,
+    mark: Option<u64>,
+) -> Result<u64> {
+    let io = |e| PersistError::io(path, e);
+    let mut buf = vec![0u8; (end.saturating_sub(from)).min(1 << 20) as usize];
+    let mut at = from;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        read_exact_at(file, &mut buf[..n], at).map_err(io)?;
+        file.write_all_at(&buf[..n], at).map_err(io)?;
+        at += n as u64;
+    }
+    file.set_len(end).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let Some(next_seq) = mark else {
+        return Ok(end);
+    };
+    let frame = format::sync_mark(next_seq, end)?;
+    file.write_all_at(&frame, end).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(end + frame.len() as u64)
 }
 
 /// Creates a fresh log and a writer on it.
@@ -436,14 +502,14 @@ fn fresh_log(
 ) -> Result<WalWriter> {
     let wal_path = config.wal_path();
     let (file, header) = wal::create_log(fs, &wal_path, version, base_seq, fingerprint)?;
-    Ok(writer(
+    writer(
         config,
         &wal_path,
         file,
         &header,
         header.len(),
         header.base_seq,
-    ))
+    )
 }
 
 fn writer(
@@ -453,17 +519,60 @@ fn writer(
     header: &WalHeader,
     end: u64,
     next_seq: u64,
-) -> WalWriter {
+) -> Result<WalWriter> {
     WalWriter::new(path, file, header, end, next_seq, config.fsync_policy)
 }
 
-/// Counts the operations in the log's valid frames.
+/// Counts the operations a log holds that a new log would discard: those
+/// of its valid frames and, when the log is damaged in a way a crash cannot
+/// explain (or valid frames follow the damage), at least one more for the
+/// damaged part. Only a clean end or a torn tail with nothing after it
+/// counts as holding exactly the valid frames.
 fn count_operations(log: &mut WalReader) -> Result<u64> {
-    let mut count = 0;
-    while let Next::Frame(frame) = log.next_frame()? {
-        count += frame.body.ops.len() as u64;
+    let mut count = 0u64;
+    loop {
+        match log.next_frame()? {
+            Next::Frame(frame) => count += frame.body.ops.len() as u64,
+            Next::End => return Ok(count),
+            Next::Damaged(damage) => {
+                if damage.kind == DamageKind::Torn && damage.valid_frames_after == 0 {
+                    return Ok(count);
+                }
+                return Ok(count.saturating_add(damage.valid_frames_after.max(1)));
+            }
+        }
     }
-    Ok(count)
+}
+
+/// Finishes or abandons an interrupted checkpoint before `open_with` writes
+/// its own intent: an intent matching the snapshot in place means that
+/// snapshot holds the old log's operations, so the log is replaced by the
+/// fresh one the intent names; any other intent names a snapshot that was
+/// never installed and is removed. (Overwriting a pending intent and then
+/// failing before installing the new snapshot left the installed snapshot
+/// beside the old log, with nothing to say they no longer match.)
+pub(crate) fn settle_intent(
+    fs: &Arc<dyn FileSystem>,
+    config: &PersistConfig,
+    snapshot: Option<SnapshotFingerprint>,
+) -> Result<()> {
+    let path = config.checkpoint_path();
+    let Some(intent) = checkpoint::read(fs.as_ref(), &path)? else {
+        return Ok(());
+    };
+    if let Some(fingerprint) = snapshot
+        && intent.snapshot == fingerprint
+    {
+        let version = if intent.wal_version == 1 { 1 } else { 2 };
+        wal::create_log(
+            fs,
+            &config.wal_path(),
+            version,
+            intent.next_seq,
+            fingerprint,
+        )?;
+    }
+    checkpoint::remove(fs.as_ref(), &path)
 }
 
 /// The number of logged operations a new `open_with` would discard: those

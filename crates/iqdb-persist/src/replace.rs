@@ -11,7 +11,7 @@
 //! process is gone (and 1.0's `<target name>.tmp.<pid>.<nanos>` ones).
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,14 +19,18 @@ use std::sync::{Arc, Mutex};
 use crate::error::{PersistError, Result};
 use crate::storage::{FileHandle, FileSystem};
 
-/// Temporaries of this process that are being written, keyed by file system
-/// instance and path, so a sweep never deletes a live one.
-static IN_FLIGHT: Mutex<BTreeSet<(usize, PathBuf)>> = Mutex::new(BTreeSet::new());
+/// Temporaries of this process that are being written, by file name, so a
+/// sweep never deletes a live one. The name alone is the key: it holds this
+/// process's id and a number from a process-wide counter, so it is unique
+/// among this process's temporaries whichever handle, file system object or
+/// spelling of the directory made it (keying by the file system object let
+/// a second handle on the same files sweep a first one's live temporary).
+static IN_FLIGHT: Mutex<BTreeSet<OsString>> = Mutex::new(BTreeSet::new());
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn fs_key(fs: &dyn FileSystem) -> usize {
-    (fs as *const dyn FileSystem).cast::<()>() as usize
+fn in_flight_key(temp: &Path) -> OsString {
+    temp.file_name().map(OsStr::to_owned).unwrap_or_default()
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -77,7 +81,7 @@ pub(crate) fn prepare<R>(
         }
     };
     if let Ok(mut set) = IN_FLIGHT.lock() {
-        set.insert((fs_key(fs.as_ref()), temp.clone()));
+        set.insert(in_flight_key(&temp));
     }
     let prepared = PreparedFile {
         fs: fs.clone(),
@@ -111,7 +115,7 @@ impl Drop for PreparedFile {
             let _ = self.fs.remove_file(&self.temp);
         }
         if let Ok(mut set) = IN_FLIGHT.lock() {
-            set.remove(&(fs_key(self.fs.as_ref()), self.temp.clone()));
+            set.remove(&in_flight_key(&self.temp));
         }
     }
 }
@@ -165,7 +169,7 @@ pub(crate) fn sweep_stale_temps(fs: &dyn FileSystem, target: &Path) -> Result<Ve
         let stale = if pid == own {
             IN_FLIGHT
                 .lock()
-                .map(|set| !set.contains(&(fs_key(fs), path.clone())))
+                .map(|set| !set.contains(&in_flight_key(&path)))
                 .unwrap_or(false)
         } else {
             !fs.is_process_alive(pid)

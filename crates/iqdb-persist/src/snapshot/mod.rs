@@ -11,8 +11,41 @@
 mod read;
 mod write;
 
-pub(crate) use read::{SnapshotMeta, inspect_snapshot_file, read_snapshot};
-pub(crate) use write::{WriteSettings, write_snapshot};
+pub(crate) use read::{SnapshotMeta, copy_payload, inspect_snapshot_file, read_snapshot};
+pub(crate) use write::{
+    HeaderFacts, WriteSettings, WrittenSnapshot, write_payload, write_snapshot,
+};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::Persistable;
+use crate::error::Result;
+use crate::storage::FileHandle;
+
+/// What a checkpoint writes as its snapshot: an index, or the verified
+/// payload of an existing snapshot re-framed in another format.
+pub(crate) trait Source {
+    /// Writes a complete snapshot into `file` (an empty temporary at
+    /// `path`).
+    fn write_to(
+        &self,
+        file: &Arc<dyn FileHandle>,
+        path: &Path,
+        settings: &WriteSettings,
+    ) -> Result<WrittenSnapshot>;
+}
+
+impl<I: Persistable> Source for I {
+    fn write_to(
+        &self,
+        file: &Arc<dyn FileHandle>,
+        path: &Path,
+        settings: &WriteSettings,
+    ) -> Result<WrittenSnapshot> {
+        write_snapshot(file, path, self, settings)
+    }
+}
 
 /// Identifies one snapshot file's contents: its header CRC field and its
 /// length. The write-ahead log records the fingerprint of the snapshot it

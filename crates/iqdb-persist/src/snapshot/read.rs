@@ -87,6 +87,20 @@ pub(crate) fn read_snapshot<I: Persistable>(
     Ok((index, meta))
 }
 
+/// Opens the snapshot at `path` and hands `consume` its header and a reader
+/// of its raw payload, every byte verified (v1/v2: a checksum pass first;
+/// v3: chunk by chunk) before it is read. For re-framing a snapshot in
+/// another format without decoding it.
+pub(crate) fn copy_payload<T>(
+    fs: &dyn FileSystem,
+    path: &Path,
+    threads: usize,
+    consume: impl FnOnce(&SnapshotMeta, &mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let (file, meta) = open_snapshot(fs, path)?;
+    stream_payload(&file, path, &meta, threads, |reader| consume(&meta, reader))
+}
+
 /// Parses the header of the snapshot at `path` and, if `verify_payload`,
 /// checks and decodes its whole payload (every checksum and the compressed
 /// stream) without needing the index type.
@@ -112,7 +126,7 @@ fn open_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<(Arc<dyn FileHandle
     let file = fs.open_read(path).map_err(|e| PersistError::io(path, e))?;
     let file_len = file.len().map_err(|e| PersistError::io(path, e))?;
     let mut reader = FileReader::new(file.clone(), 0, file_len, 8 << 10);
-    let header = format::read_header(&mut reader).map_err(|e| match e {
+    let header = format::read_any_header(&mut reader).map_err(|e| match e {
         PersistError::Io { source, .. } => PersistError::io(path, source),
         PersistError::TruncatedHeader { needed, .. } => PersistError::TruncatedHeader {
             needed,

@@ -54,22 +54,58 @@ pub(crate) fn write_snapshot<I: Persistable + ?Sized>(
     index: &I,
     settings: &WriteSettings,
 ) -> Result<WrittenSnapshot> {
-    settings.compression.validate()?;
-    let mut header = FileHeader {
-        magic: MAGIC,
-        version: settings.format.version(),
+    let facts = HeaderFacts {
         index_type: I::INDEX_TYPE.to_owned(),
         dim: index.dim(),
         metric: index.metric(),
         n_vectors: index.len(),
+    };
+    write_payload(
+        file,
+        path,
+        facts,
+        &mut |writer| index.save_to(writer),
+        settings,
+    )
+}
+
+/// The header fields that describe a snapshot's contents.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderFacts {
+    pub index_type: String,
+    pub dim: usize,
+    pub metric: iqdb_types::DistanceMetric,
+    pub n_vectors: usize,
+}
+
+/// Writes a complete snapshot whose payload `save` produces (the
+/// `Persistable` bytes) into `file` from offset 0. Does not sync.
+pub(crate) fn write_payload(
+    file: &Arc<dyn FileHandle>,
+    path: &Path,
+    facts: HeaderFacts,
+    save: Save<'_>,
+    settings: &WriteSettings,
+) -> Result<WrittenSnapshot> {
+    settings.compression.validate()?;
+    let mut header = FileHeader {
+        magic: MAGIC,
+        version: settings.format.version(),
+        index_type: facts.index_type,
+        dim: facts.dim,
+        metric: facts.metric,
+        n_vectors: facts.n_vectors,
         crc32: 0,
     };
     let header_len = header.encoded_len() as u64;
     match settings.format {
-        SnapshotFormat::V2 => write_v2(file, path, index, settings, &mut header, header_len),
-        SnapshotFormat::V3 => write_v3(file, path, index, settings, &mut header, header_len),
+        SnapshotFormat::V2 => write_v2(file, path, save, settings, &mut header, header_len),
+        SnapshotFormat::V3 => write_v3(file, path, save, settings, &mut header, header_len),
     }
 }
+
+/// Writes a snapshot's payload bytes.
+pub(crate) type Save<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> PersistError + '_ {
     move |e| PersistError::io(path, e)
@@ -77,8 +113,8 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> PersistError + '_ {
 
 /// Runs `save_to` into `writer`, preferring the sink's own error (which names
 /// the file) over whatever the index made of it.
-fn serialize<I: Persistable + ?Sized>(index: &I, writer: &mut ChunkingWriter<'_>) -> Result<()> {
-    let saved = index.save_to(writer).and_then(|()| {
+fn serialize(save: Save<'_>, writer: &mut ChunkingWriter<'_>) -> Result<()> {
+    let saved = save(writer).and_then(|()| {
         let path = writer.path;
         writer.finish_chunk().map_err(|e| PersistError::io(path, e))
     });
@@ -88,10 +124,10 @@ fn serialize<I: Persistable + ?Sized>(index: &I, writer: &mut ChunkingWriter<'_>
     }
 }
 
-fn write_v2<I: Persistable + ?Sized>(
+fn write_v2(
     file: &Arc<dyn FileHandle>,
     path: &Path,
-    index: &I,
+    index: Save<'_>,
     settings: &WriteSettings,
     header: &mut FileHeader,
     header_len: u64,
@@ -145,9 +181,9 @@ fn write_v2<I: Persistable + ?Sized>(
 }
 
 #[cfg(feature = "zstd")]
-fn write_v2_zstd<I: Persistable + ?Sized>(
+fn write_v2_zstd(
     path: &Path,
-    index: &I,
+    index: Save<'_>,
     level: i32,
     data: &mut HashingWriter<FileWriter>,
     data_start: u64,
@@ -165,9 +201,9 @@ fn write_v2_zstd<I: Persistable + ?Sized>(
 }
 
 #[cfg(not(feature = "zstd"))]
-fn write_v2_zstd<I: Persistable + ?Sized>(
+fn write_v2_zstd(
     _path: &Path,
-    _index: &I,
+    _index: Save<'_>,
     _level: i32,
     _data: &mut HashingWriter<FileWriter>,
     _data_start: u64,
@@ -175,10 +211,10 @@ fn write_v2_zstd<I: Persistable + ?Sized>(
     Compression::Zstd { level: 1 }.validate().map(|()| 0)
 }
 
-fn write_v3<I: Persistable + ?Sized>(
+fn write_v3(
     file: &Arc<dyn FileHandle>,
     path: &Path,
-    index: &I,
+    index: Save<'_>,
     settings: &WriteSettings,
     header: &mut FileHeader,
     header_len: u64,

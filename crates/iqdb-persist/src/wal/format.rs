@@ -7,8 +7,9 @@
 //!                    header_crc u32 (of bytes 0..36)
 //! frame:             len u32, crc32(body) u32, body (len bytes)
 //! v1 body:           one operation
-//! v2 body:           kind u8 (1 one op, 2 batch), first_seq u64,
-//!                    synced_len u64, then the op, or count u32 and ops
+//! v2 body:           kind u8 (1 one op, 2 batch, 3 sync mark), first_seq u64,
+//!                    synced_len u64, then the op, or count u32 and ops, or
+//!                    (sync mark) one zero byte
 //! ```
 
 use crate::error::{PersistError, Result};
@@ -24,6 +25,25 @@ pub(crate) const FRAME_HEAD_LEN: u64 = 8;
 pub(crate) const MAX_FRAME_BODY: u32 = 256 << 20;
 pub(crate) const KIND_SINGLE: u8 = 1;
 pub(crate) const KIND_BATCH: u8 = 2;
+/// A frame with no operations whose synced length is its own offset: a load
+/// wrote it after making everything before it durable, so later loads need
+/// not write that part back again (see `recovery::make_durable`).
+pub(crate) const KIND_SYNC_MARK: u8 = 3;
+
+/// Whether `kind` is a v2 frame kind.
+pub(crate) fn is_frame_kind(kind: u8) -> bool {
+    matches!(kind, KIND_SINGLE | KIND_BATCH | KIND_SYNC_MARK)
+}
+
+/// A v2 sync mark frame (head and body) at log offset `at`, before the
+/// operation numbered `next_seq`.
+pub(crate) fn sync_mark(next_seq: u64, at: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(FRAME_HEAD_LEN as usize + V2_BODY_PREFIX + 1);
+    begin_frame(&mut buf, 2, KIND_SYNC_MARK, next_seq, at);
+    buf.push(0);
+    finish_frame(&mut buf)?;
+    Ok(buf)
+}
 /// kind + first_seq + synced_len.
 pub(crate) const V2_BODY_PREFIX: usize = 17;
 /// The smallest operation encoding: a delete of a U64 id.
@@ -183,26 +203,47 @@ pub(crate) fn finish_frame(buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// A checked frame body's first sequence number (v2) and operation count,
-/// read without decoding the operations.
-pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<(Option<u64>, u64)> {
+/// What a checked frame body's prefix says, read without decoding the
+/// operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sequence {
+    /// v2: sequence number of the first operation.
+    pub first_seq: Option<u64>,
+    /// Operations in the frame.
+    pub ops: u64,
+    /// v2: the log length known durable when the frame was written.
+    pub synced_len: Option<u64>,
+}
+
+/// A checked frame body's first sequence number (v2), operation count and
+/// recorded synced length (v2), read without decoding the operations.
+pub(crate) fn sequence_of(version: u32, body: &[u8]) -> Result<Sequence> {
     if version < 2 {
-        return Ok((None, 1));
+        return Ok(Sequence {
+            first_seq: None,
+            ops: 1,
+            synced_len: None,
+        });
     }
     let mut cur = Cursor::new(body);
     let kind = cur.u8()?;
     let first_seq = cur.u64()?;
-    let _synced = cur.u64()?;
+    let synced_len = cur.u64()?;
     let ops = match kind {
         KIND_SINGLE => 1,
         KIND_BATCH => u64::from(cur.u32()?),
+        KIND_SYNC_MARK => 0,
         _ => {
             return Err(PersistError::InvalidPayload {
                 reason: "unknown log frame kind",
             });
         }
     };
-    Ok((Some(first_seq), ops))
+    Ok(Sequence {
+        first_seq: Some(first_seq),
+        ops,
+        synced_len: Some(synced_len),
+    })
 }
 
 /// A decoded frame body.
@@ -241,6 +282,18 @@ pub(crate) fn for_each_op(
         let batch = match kind {
             KIND_SINGLE => false,
             KIND_BATCH => true,
+            KIND_SYNC_MARK => {
+                if cur.u8()? != 0 || !cur.is_empty() {
+                    return Err(PersistError::InvalidPayload {
+                        reason: "a sync mark frame holds bytes after its flags",
+                    });
+                }
+                return Ok(FrameInfo {
+                    first_seq: Some(first_seq),
+                    synced_len: Some(synced_len),
+                    batch: false,
+                });
+            }
             _ => {
                 return Err(PersistError::InvalidPayload {
                     reason: "unknown log frame kind",

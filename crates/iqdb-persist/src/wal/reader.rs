@@ -11,8 +11,9 @@
 //!   aligned) still zero because they never reached the disk, or a
 //!   zero-filled tail;
 //! * a length field that is wrong while the stored checksum matches the rest
-//!   of the file, or a final frame that one flipped bit would make valid
-//!   (and that shows no sign of a torn write), is corruption;
+//!   of the file, or a frame that one flipped bit would make valid, is
+//!   corruption (checked before the signs of a torn write: a frame of
+//!   zero-padded vectors holds zero sectors of its own);
 //! * when valid frames follow the bad one, it is corruption if a later v2
 //!   frame saw the bad one already synced (each v2 frame records the synced
 //!   length of the log when it was written), or if the bad frame shows no
@@ -26,8 +27,7 @@ use std::sync::Arc;
 use crate::error::{PersistError, Result};
 use crate::storage::{FileHandle, FileReader, FileSystem, read_exact_at};
 use crate::wal::format::{
-    self, FRAME_HEAD_LEN, FrameBody, HeaderState, KIND_BATCH, KIND_SINGLE, MAX_FRAME_BODY,
-    V2_BODY_PREFIX, WalHeader,
+    self, FRAME_HEAD_LEN, FrameBody, HeaderState, MAX_FRAME_BODY, V2_BODY_PREFIX, WalHeader,
 };
 
 /// The sector size below which a crash does not split a write.
@@ -133,8 +133,8 @@ pub(crate) enum Opened {
     Missing,
     /// A log too short for its header, or all zero: it holds no operations.
     Incomplete { len: u64 },
-    /// A log with a valid header.
-    Log(WalReader),
+    /// A log with a valid header (boxed: the reader is large).
+    Log(Box<WalReader>),
 }
 
 /// Reads frames from a log file.
@@ -147,6 +147,11 @@ pub(crate) struct WalReader {
     pos: u64,
     body: Vec<u8>,
     pub(crate) next_seq: u64,
+    /// v2: the synced length the last frame read records (the header's
+    /// length before any frame): what its writer knew durable.
+    pub(crate) last_synced_len: u64,
+    /// Where the last frame read starts (the header's length before any).
+    pub(crate) last_frame_offset: u64,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -184,7 +189,7 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Open
         Err(e) => return Err(e.in_file(path, 0)),
     };
     let start = header.len();
-    Ok(Opened::Log(WalReader {
+    Ok(Opened::Log(Box::new(WalReader {
         reader: FileReader::new(file.clone(), start, file_len, 1 << 20),
         file,
         path: path.to_path_buf(),
@@ -193,7 +198,9 @@ pub(crate) fn open(fs: &dyn FileSystem, path: &Path, write: bool) -> Result<Open
         pos: start,
         body: Vec::new(),
         next_seq: header.base_seq,
-    }))
+        last_synced_len: start,
+        last_frame_offset: start,
+    })))
 }
 
 impl WalReader {
@@ -218,7 +225,7 @@ impl WalReader {
         read_exact_at(self.file.as_ref(), &mut prefix, offset)
             .map_err(|e| PersistError::io(&self.path, e))?;
         let kind = prefix[FRAME_HEAD_LEN as usize];
-        if !matches!(kind, KIND_SINGLE | KIND_BATCH) {
+        if !format::is_frame_kind(kind) {
             return Ok(false);
         }
         let mut seq = [0u8; 8];
@@ -301,11 +308,11 @@ impl WalReader {
             out.truncate(start);
             return self.damaged(at, Some((len, crc)), "frame checksum mismatch");
         }
-        let (first_seq, ops) = match format::sequence_of(self.header.version, body) {
+        let sequence = match format::sequence_of(self.header.version, body) {
             Ok(found) => found,
             Err(e) => return Err(e.in_file(&self.path, at)),
         };
-        if let Some(first) = first_seq
+        if let Some(first) = sequence.first_seq
             && first != self.next_seq
         {
             return Err(PersistError::InvalidPayload {
@@ -313,7 +320,11 @@ impl WalReader {
             }
             .in_file(&self.path, at));
         }
-        self.next_seq += ops;
+        self.next_seq += sequence.ops;
+        if let Some(synced) = sequence.synced_len {
+            self.last_synced_len = synced;
+        }
+        self.last_frame_offset = at;
         let frame_len = FRAME_HEAD_LEN + u64::from(len);
         self.pos = at + frame_len;
         Ok(Checked::Frame(CheckedFrame {
@@ -388,7 +399,10 @@ fn all_zero_io(file: &dyn FileHandle, from: u64, to: u64) -> std::io::Result<boo
 }
 
 /// Whether some 512-byte-aligned sector piece of `[from, to)` is all zero
-/// and long enough to mean a lost sector (or ends the file).
+/// and long enough to mean a lost sector (or ends the file). A piece too
+/// short for that on its own (a frame's last few bytes at the start of a
+/// sector) counts when the whole sector it lies in is zero: a lost sector
+/// that held the end of one frame and the start of the next.
 fn has_zeroed_sector(
     file: &dyn FileHandle,
     from: u64,
@@ -397,15 +411,17 @@ fn has_zeroed_sector(
 ) -> std::io::Result<bool> {
     let mut start = from;
     while start < to {
-        let end = ((start / SECTOR + 1) * SECTOR).min(to);
+        let sector_start = start / SECTOR * SECTOR;
+        let sector_end = (sector_start + SECTOR).min(file_len);
+        let end = sector_end.min(to);
         let piece = end - start;
-        // A piece too short to mean much counts only if it ends the file.
-        if piece >= MIN_ZERO_PIECE || end == file_len {
-            let mut buf = vec![0u8; piece as usize];
-            read_exact_at(file, &mut buf, start)?;
-            if buf.iter().all(|&b| b == 0) {
-                return Ok(true);
-            }
+        let (check_from, check_to) = if piece >= MIN_ZERO_PIECE || end == file_len {
+            (start, end)
+        } else {
+            (sector_start, sector_end)
+        };
+        if all_zero_io(file, check_from, check_to)? {
+            return Ok(true);
         }
         start = end;
     }
@@ -488,11 +504,26 @@ fn classify(
     // A frame "cut short" by the end of the file while valid frames follow
     // inside its claimed extent has a wrong length, not a torn tail.
     let torn_signs = zeroed || (cut_short && after == 0);
+    // One flipped bit that makes the frame valid is the signature of bit
+    // rot, and it is checked before the signs of a torn write: a frame of
+    // zero-padded or sparse vectors holds whole zero sectors of its own,
+    // which look like a lost sector. Only a fix that sets a bit inside a
+    // sector that is all zero now (a lost sector whose one set bit was that
+    // bit: a delete of id 1, say) is left to the signs of a crash.
+    let rot = match single_bit_fix(file, at, head, file_len)? {
+        Some(bit) => !fix_lies_in_lost_sector(file, bit, file_len)?,
+        None => false,
+    };
     let (kind, verdict) = if after > 0 {
         if version >= 2 && max_synced > at {
             (
                 DamageKind::Corrupt,
                 "a later frame saw this one already synced",
+            )
+        } else if rot {
+            (
+                DamageKind::Corrupt,
+                "one flipped bit would make it valid: bit rot, not a torn write",
             )
         } else if torn_signs {
             (
@@ -505,15 +536,15 @@ fn classify(
                 "valid frames follow it and it shows no sign of a torn write",
             )
         }
+    } else if rot {
+        (
+            DamageKind::Corrupt,
+            "one flipped bit would make it valid: bit rot, not a torn write",
+        )
     } else if torn_signs {
         (
             DamageKind::Torn,
             "a write torn by a crash at the end of the log",
-        )
-    } else if single_bit_explains(file, at, head, file_len)? {
-        (
-            DamageKind::Corrupt,
-            "one flipped bit would make it valid: bit rot, not a torn write",
         )
     } else {
         (
@@ -527,17 +558,18 @@ fn classify(
 /// The CRC-32 polynomial, reflected.
 const POLY: u32 = 0xEDB8_8320;
 
-/// Whether flipping one bit of the frame at `at` (in its length field,
-/// checksum field or body) makes it valid: the signature of bit rot, which
-/// a torn write practically never has.
-fn single_bit_explains(
+/// The bit of the file (as byte offset × 8 + bit, least significant first)
+/// whose flip makes the frame at `at` valid (in its length field, checksum
+/// field or body), if one does: the signature of bit rot, which a torn
+/// write has only when the lost bytes held that one bit and nothing else.
+fn single_bit_fix(
     file: &dyn FileHandle,
     at: u64,
     head: Option<(u32, u32)>,
     file_len: u64,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Option<u64>> {
     let Some((len, crc)) = head else {
-        return Ok(false);
+        return Ok(None);
     };
     let body_start = at + FRAME_HEAD_LEN;
     let fits =
@@ -547,21 +579,45 @@ fn single_bit_explains(
         body.resize(len as usize, 0);
         read_exact_at(file, &mut body, body_start)?;
         let syndrome = crc32fast::hash(&body) ^ crc;
-        if syndrome.count_ones() == 1 || bit_with_syndrome(syndrome, body.len()).is_some() {
-            return Ok(true);
+        if syndrome.count_ones() == 1 {
+            // The stored checksum is one bit off.
+            return Ok(Some((at + 4) * 8 + u64::from(syndrome.trailing_zeros())));
+        }
+        if let Some(p) = bit_with_syndrome(syndrome, body.len()) {
+            return Ok(Some(body_start * 8 + p));
         }
     }
-    for bit in 0..32 {
+    for bit in 0..32u32 {
         let other = len ^ (1 << bit);
         if fits(other) {
             body.resize(other as usize, 0);
             read_exact_at(file, &mut body, body_start)?;
             if crc32fast::hash(&body) == crc {
-                return Ok(true);
+                return Ok(Some(at * 8 + u64::from(bit)));
             }
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether the one-bit fix at file bit `bit` is also what a lost sector
+/// explains: the fix sets a bit (a lost write reads back zeros, and bit rot
+/// that cleared a bit looks the same only here) inside an aligned sector
+/// that is all zero now. Such a frame cannot be told from a torn write; the
+/// signs of a crash decide (see docs/FORMAT.md).
+fn fix_lies_in_lost_sector(
+    file: &dyn FileHandle,
+    bit: u64,
+    file_len: u64,
+) -> std::io::Result<bool> {
+    let byte = bit / 8;
+    let mut value = [0u8; 1];
+    read_exact_at(file, &mut value, byte)?;
+    if value[0] & (1 << (bit % 8)) != 0 {
+        return Ok(false);
+    }
+    let sector = byte / SECTOR * SECTOR;
+    all_zero_io(file, sector, (sector + SECTOR).min(file_len))
 }
 
 /// The bit position (in CRC processing order: byte × 8 + bit, least
@@ -667,7 +723,7 @@ fn check_frame(
     let peek_at = rel + FRAME_HEAD_LEN as usize;
     if let Some(&kind) = window.get(peek_at) {
         if version >= 2 {
-            if !matches!(kind, KIND_SINGLE | KIND_BATCH) || len < V2_BODY_PREFIX as u64 + 1 {
+            if !format::is_frame_kind(kind) || len < V2_BODY_PREFIX as u64 + 1 {
                 return Ok(None);
             }
             if let Some(seq_bytes) = window.get(peek_at + 1..peek_at + 9) {

@@ -9,6 +9,13 @@
 //! Under `Periodic(d)`, a flusher thread fsyncs within `d / 2` of the first
 //! unsynced write, so every write is durable within `d` even if the writer
 //! goes quiet. Dropping the writer stops the flusher and syncs.
+//!
+//! Only one fsync runs at a time (`Shared::sync_turn`): Linux reports a
+//! writeback error once per open file description, so if the flusher's
+//! fsync failed while a caller's `sync()` ran its own, the caller's could
+//! return Ok for data that never reached the disk. Taking turns, the second
+//! fsync starts only after the first one's outcome (success or poison) is
+//! recorded, and a poisoned writer never reports a sync as done.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,12 +50,20 @@ struct SyncState {
 struct Shared {
     state: Mutex<SyncState>,
     wake: Condvar,
+    /// Held for the whole of every fsync of the log (see the module docs).
+    sync_turn: Mutex<()>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, SyncState> {
         // A panic while holding this lock leaves plain numbers behind; keep going.
         self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sync_turn(&self) -> MutexGuard<'_, ()> {
+        self.sync_turn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -77,7 +92,9 @@ pub(crate) struct WalWriter {
 
 impl WalWriter {
     /// A writer appending at `end` (the end of the valid log, already durable)
-    /// with the next operation numbered `next_seq`.
+    /// with the next operation numbered `next_seq`. Fails if the `Periodic`
+    /// policy's flusher thread cannot be started (the policy would silently
+    /// become sync-on-drop).
     pub(crate) fn new(
         path: &Path,
         file: Arc<dyn FileHandle>,
@@ -85,7 +102,7 @@ impl WalWriter {
         end: u64,
         next_seq: u64,
         policy: FsyncPolicy,
-    ) -> Self {
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(SyncState {
                 file: file.clone(),
@@ -97,19 +114,20 @@ impl WalWriter {
                 poison: None,
             }),
             wake: Condvar::new(),
+            sync_turn: Mutex::new(()),
         });
         let flusher = match policy {
             FsyncPolicy::Periodic(interval) => {
                 let shared = shared.clone();
-                let path = path.to_path_buf();
-                std::thread::Builder::new()
+                let flusher_path = path.to_path_buf();
+                let spawned = std::thread::Builder::new()
                     .name("iqdb-persist-flusher".into())
-                    .spawn(move || flusher_loop(&shared, interval, &path))
-                    .ok()
+                    .spawn(move || flusher_loop(&shared, interval, &flusher_path));
+                Some(spawned.map_err(|e| PersistError::io(path, e))?)
             }
             _ => None,
         };
-        Self {
+        Ok(Self {
             path: path.to_path_buf(),
             file,
             version: header.version,
@@ -119,7 +137,7 @@ impl WalWriter {
             frame: Vec::with_capacity(4096),
             shared,
             flusher,
-        }
+        })
     }
 
     /// The log's format version.
@@ -246,8 +264,19 @@ impl WalWriter {
 
     /// Removes the frames appended since `mark` (used for operations the
     /// index rejected, in a v1 log that 1.0 must be able to replay).
+    ///
+    /// The cut is fsynced at once: otherwise the rejected frame's bytes,
+    /// still pending in the page cache, could reach the disk mixed sector by
+    /// sector with the frames written over them next, and power loss would
+    /// leave a damaged frame followed by valid ones, which reads as
+    /// corruption rather than a torn tail.
     pub(crate) fn rollback(&mut self, mark: Mark) -> Result<()> {
-        if let Err(e) = self.file.set_len(mark.end) {
+        let _turn = self.shared.sync_turn();
+        let cut = self
+            .file
+            .set_len(mark.end)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
             self.poison(format!("could not cut off a rejected frame ({e})"));
             return Err(PersistError::io(&self.path, e));
         }
@@ -255,7 +284,7 @@ impl WalWriter {
         self.next_seq = mark.next_seq;
         let mut state = self.shared.lock();
         state.written = self.end;
-        state.synced = state.synced.min(self.end);
+        state.synced = self.end;
         Ok(())
     }
 
@@ -270,6 +299,9 @@ impl WalWriter {
 
     /// Fsyncs everything written so far.
     pub(crate) fn sync(&self) -> Result<()> {
+        let _turn = self.shared.sync_turn();
+        // Checked with the turn held: a flusher fsync that failed before we
+        // got here has poisoned the writer.
         self.check_poison()?;
         let (file, target, generation) = {
             let mut state = self.shared.lock();
@@ -309,23 +341,37 @@ impl WalWriter {
         state.pending_since = None;
     }
 
-    /// Stops the flusher and syncs what is unsynced.
-    fn shutdown(&mut self) {
+    /// Stops the flusher and syncs what is unsynced; the result of that
+    /// final sync (an error if the writer is poisoned with unsynced data).
+    pub(crate) fn shutdown(&mut self) -> Result<()> {
         {
             let mut state = self.shared.lock();
+            if state.shutdown {
+                return Ok(());
+            }
             state.shutdown = true;
             self.shared.wake.notify_all();
         }
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
-        let _ = self.sync();
+        let unsynced = {
+            let state = self.shared.lock();
+            state.synced < state.written
+        };
+        if unsynced { self.sync() } else { Ok(()) }
     }
 }
 
 impl Drop for WalWriter {
     fn drop(&mut self) {
-        self.shutdown();
+        if let Err(e) = self.shutdown() {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "the write-ahead log's final sync failed: writes since the last successful sync may be lost (use PersistedIndex::close to get this error)"
+            );
+        }
     }
 }
 
@@ -363,6 +409,13 @@ fn flusher_loop(shared: &Shared, interval: Duration, path: &Path) {
             continue;
         }
         state.pending_since = None;
+        drop(state);
+        let turn = shared.sync_turn();
+        state = shared.lock();
+        if state.poison.is_some() || state.synced >= state.written {
+            drop(turn);
+            continue;
+        }
         let file = state.file.clone();
         let target = state.written;
         let generation = state.generation;
