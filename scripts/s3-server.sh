@@ -11,7 +11,8 @@
 #   scripts/s3-server.sh status     print the endpoint, exit 1 when not running
 #   scripts/s3-server.sh reset      POST /moto-api/reset (drops every bucket)
 #
-# TARGET is $CARGO_TARGET_DIR or the workspace's target/. The tests find the
+# TARGET is $CARGO_TARGET_DIR or the workspace's target/; the state (pid,
+# endpoint, log) lives in TARGET/moto, or $IQDB_MOTO_STATE when set. The tests find the
 # server through $IQDB_S3_ENDPOINT or TARGET/moto/endpoint, and run this
 # script's `start` themselves when neither answers.
 set -euo pipefail
@@ -19,7 +20,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 venv=${IQDB_MOTO_VENV:-$target/moto-venv}
-state=$target/moto
+# IQDB_MOTO_STATE: another state directory, for a private server (the
+# freeze test SIGSTOPs one of its own).
+state=${IQDB_MOTO_STATE:-$target/moto}
 moto_version=5.2.5
 mkdir -p "$state"
 

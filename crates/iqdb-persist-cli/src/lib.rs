@@ -37,8 +37,9 @@
 //! | 1 | corruption found: damage a crash cannot explain, or not an iqdb-persist file |
 //! | 2 | usage error (bad arguments) |
 //! | 3 | I/O error: not found, permission denied, disk failure |
-//! | 4 | the database is locked by another writer |
+//! | 4 | the database is locked by another writer (or the replica's lease is held by another replicator) |
 //! | 5 | a check failed or the operation failed for another reason (for example a `demo` check) |
+//! | 6 | `replicate`: fenced, another replicator took the replica over while this one ran |
 //!
 //! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
 //! An error that ends a command is printed as one line on stderr (with
@@ -108,6 +109,8 @@ pub enum Status {
     Locked,
     /// 5: a check failed, or the operation failed for another reason.
     Failed,
+    /// 6: another replicator took the replica over (this one is fenced).
+    Fenced,
 }
 
 impl Status {
@@ -121,6 +124,7 @@ impl Status {
             Self::Io => 3,
             Self::Locked => 4,
             Self::Failed => 5,
+            Self::Fenced => 6,
         }
     }
 
@@ -147,6 +151,7 @@ impl Status {
                 Status::Usage => 3,
                 Status::Io => 4,
                 Status::Locked => 5,
+                Status::Fenced => 6,
             }
         }
         if rank(other) > rank(self) {
@@ -235,8 +240,9 @@ macro_rules! exit_codes {
   1  corruption found (damage a crash cannot explain, or not an iqdb-persist file)
   2  usage error (bad arguments)
   3  I/O error (not found, permission denied, ...)
-  4  locked by another writer
-  5  a check failed, or another failure"
+  4  locked by another writer (or the replica's lease is held by another replicator)
+  5  a check failed, or another failure
+  6  fenced: another replicator took the replica over while this one ran"
     };
 }
 pub(crate) use exit_codes;
@@ -361,6 +367,20 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         #[cfg(feature = "replication")]
         Command::Generations(args) => generations::run(args, ctx),
     }
+}
+
+/// Sends log output (`tracing` events: the replicator's retries and
+/// warnings, for example) to standard error, filtered by `RUST_LOG`
+/// (default: warnings and errors). Call it once, from `main`; a second
+/// call does nothing.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
 }
 
 /// Runs the command line `args` (the program name first) with the default
@@ -558,10 +578,11 @@ mod tests {
             Status::Io,
             Status::Locked,
             Status::Failed,
+            Status::Fenced,
         ];
         let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
         codes.dedup();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
         for s in all {
             assert!(EXIT_CODES.contains(&format!("  {}  ", s.code())));
         }

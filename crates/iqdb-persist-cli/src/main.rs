@@ -24,5 +24,6 @@ fn main() -> ExitCode {
             message.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }));
+    iqdb_persist_cli::init_logging();
     iqdb_persist_cli::run(std::env::args_os())
 }

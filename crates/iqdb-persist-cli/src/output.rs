@@ -221,6 +221,7 @@ pub(crate) fn status_word(status: Status, problems: &[Problem]) -> &'static str 
         Status::Corrupt => "CORRUPT",
         Status::Io => "I/O ERROR",
         Status::Locked => "LOCKED",
+        Status::Fenced => "FENCED",
         Status::Usage | Status::Failed => "FAILED",
     }
 }

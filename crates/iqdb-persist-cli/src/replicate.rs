@@ -5,10 +5,16 @@
 //! Also the pieces `restore` and `generations` share: the store flags,
 //! durations, and the exit status of a replication error.
 //!
+//! It is a daemon: store outages, timeouts and a lease that ran out while
+//! the store did not answer are retried with backoff (logged on stderr;
+//! `RUST_LOG` sets the level) until the store answers again, and the
+//! replica catches up by itself.
+//!
 //! Exit code: 0 after a clean stop, 4 when another replicator holds the
-//! replica's lease (or took it over while this one ran), 3 for store and
-//! network errors, 2 for a bad URL or duration, 5 for a database that
-//! cannot be replicated (not WAL mode, WAL v1).
+//! replica's lease at start, 6 when another replicator took it over while
+//! this one ran (fenced), 3 for store and network errors (at start, or in
+//! the last round of `--once`/`--for`), 2 for a bad URL or duration, 5 for
+//! a database that cannot be replicated (not WAL mode, WAL v1).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +44,16 @@ pub struct StoreArgs {
     /// Allow a plain-HTTP endpoint (else AWS_ALLOW_HTTP).
     #[arg(long)]
     pub allow_http: bool,
+    /// How long one request may take, retries included (replicate and
+    /// restore: 30s; generations: 5s, so that it fails fast when the store
+    /// does not answer).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Send unsigned requests (public buckets, local test servers) instead
+    /// of finding credentials (AWS_* variables, web identity, container or
+    /// instance metadata).
+    #[arg(long)]
+    pub no_sign_request: bool,
 }
 
 impl StoreArgs {
@@ -48,6 +64,8 @@ impl StoreArgs {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             allow_http: self.allow_http.then_some(true),
+            timeout: self.timeout,
+            unsigned: self.no_sign_request.then_some(true),
             ..StoreOptions::default()
         }
     }
@@ -55,19 +73,24 @@ impl StoreArgs {
 
 /// Opens a replica, with a bad URL as a usage error.
 pub(crate) fn open_replica(url: &str, store: &StoreArgs) -> Result<Replica, CliError> {
+    open_replica_with(url, store.options())
+}
+
+/// Opens a replica with these options.
+pub(crate) fn open_replica_with(url: &str, options: StoreOptions) -> Result<Replica, CliError> {
     ReplicaUrl::parse(url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
-    Replica::open(url, &store.options()).map_err(|e| replicate_error("", &e))
+    Replica::open(url, &options).map_err(|e| replicate_error("", &e))
 }
 
 /// A replication error as a command error, with its exit status.
 pub(crate) fn replicate_error(context: &str, error: &ReplicateError) -> CliError {
     let status = match error {
         ReplicateError::Corrupt { .. } => Status::Corrupt,
-        ReplicateError::LeaseHeld { .. }
-        | ReplicateError::LeaseLost { .. }
-        | ReplicateError::Fenced { .. } => Status::Locked,
+        ReplicateError::LeaseHeld { .. } => Status::Locked,
+        ReplicateError::LeaseLost { .. } | ReplicateError::Fenced { .. } => Status::Fenced,
         ReplicateError::Store { .. }
         | ReplicateError::Io { .. }
+        | ReplicateError::Missing { .. }
         | ReplicateError::NotFound { .. } => Status::Io,
         ReplicateError::Persist { source, .. } => Status::of_error(source),
         _ => Status::Failed,
@@ -171,9 +194,14 @@ impl Progress for Bars {
   iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
   iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --once
   iqdb-persist replicate data/vectors.iqdb --to file:///mnt/backup/vectors --interval 5s --retain 3 --retain-for 7d
+  iqdb-persist --json replicate data/vectors.iqdb --to s3://backups/vectors --status-every 10s
+  iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors --metrics-addr 127.0.0.1:9187
+  RUST_LOG=iqdb_persist_replicate=debug iqdb-persist replicate data/vectors.iqdb --to s3://backups/vectors
 
 Endpoint, region and credentials come from --endpoint/--region/--allow-http and
-AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
+AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP,
+then web identity, container and instance-metadata credentials (object_store's chain);
+--no-sign-request sends unsigned requests. Log output goes to stderr (RUST_LOG, default warn).
 
 ",
     exit_codes!()
@@ -203,6 +231,21 @@ pub struct ReplicateArgs {
     /// Run this long, then stop.
     #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = parse_duration)]
     pub for_: Option<Duration>,
+    /// Delete objects no manifest lists any more (merged-away segments,
+    /// pruned generations, leftovers) only this long after, so that a
+    /// restore that began earlier can still read them.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub delete_grace: Duration,
+    /// Serve Prometheus metrics (text format) on http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9187: replicated sequence number, commits, failed rounds,
+    /// seconds since the last commit, bytes uploaded, whether it runs.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Print a status line this often (one JSON object per line with
+    /// --json): replicated sequence number, commits, errors, the last
+    /// error, seconds since the last commit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub status_every: Option<Duration>,
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -224,8 +267,65 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     config.lease_ttl = args.lease_ttl;
     config.retain_generations = Some(args.retain);
     config.retain_for = args.retain_for;
-    let mut replicator = Replicator::new(replica, config)
-        .map_err(|e| replicate_error(&args.path.display().to_string(), &e))?;
+    config.delete_grace = args.delete_grace;
+    if let Some(addr) = args.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| {
+                CliError::new(Status::Failed, format!("serving metrics on {addr}: {e}"))
+            })?;
+    }
+    let stop = Arc::new(AtomicBool::new(args.once));
+    if !args.once {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
+                CliError::new(Status::Failed, format!("installing a signal handler: {e}"))
+            })?;
+        }
+    }
+    // A daemon that starts while the store does not answer waits for it
+    // (with backoff, logged); `--once` and `--for` report the error.
+    let mut replica = Some(replica);
+    let mut pause = Duration::from_secs(1);
+    let mut replicator = loop {
+        let this = match replica.take() {
+            Some(r) => r,
+            None => open_replica(&args.to, &args.store)?,
+        };
+        match Replicator::new(this, config.clone()) {
+            Ok(r) => break r,
+            Err(
+                e @ (ReplicateError::Store { .. }
+                | ReplicateError::Io { .. }
+                | ReplicateError::LeaseHeld { .. }),
+            ) if !args.once
+                && args.for_.is_none()
+                && !stop.load(Ordering::SeqCst)
+                && match &e {
+                    // Only our own earlier attempt, which landed late.
+                    ReplicateError::LeaseHeld { owner, .. } => {
+                        iqdb_persist_replicate::owned_by_this_process(owner)
+                    }
+                    _ => true,
+                } =>
+            {
+                tracing::warn!(error = %e, "cannot start replicating yet; retrying");
+                let wake = Instant::now() + pause;
+                while Instant::now() < wake && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Err(replicate_error(
+                        "stopped before replication could start",
+                        &e,
+                    ));
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(replicate_error(&args.path.display().to_string(), &e)),
+        }
+    };
     replicator.set_progress(Arc::new(Bars::new(ctx.progress)));
     let epoch = replicator.epoch();
     if !ctx.json {
@@ -238,21 +338,29 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
         )?;
         ctx.out.flush()?;
     }
-    let stop = Arc::new(AtomicBool::new(args.once));
-    if !args.once {
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
-                CliError::new(Status::Failed, format!("installing a signal handler: {e}"))
-            })?;
-        }
-    }
     let started = Instant::now();
     let until = args.for_.map(|d| started + d);
     let json = ctx.json;
     let out = &mut *ctx.out;
     let mut last_generation: Option<String> = None;
+    let monitor = replicator.monitor();
+    let status_every = args.status_every;
+    let mut last_status = Instant::now();
+    let metrics = args.metrics_addr.is_some();
+    if metrics {
+        export_metrics(&monitor.get());
+    }
     let result = replicator.run(&stop, until, |report: &SyncReport| {
-        if json {
+        if metrics {
+            export_metrics(&monitor.get());
+        }
+        if let Some(every) = status_every
+            && last_status.elapsed() >= every
+        {
+            last_status = Instant::now();
+            let _ = print_status(out, json, &monitor.get());
+        }
+        if json || report.error.is_some() {
             return;
         }
         let _ = print_round(out, report, &mut last_generation);
@@ -302,6 +410,69 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
 }
 
 use std::io::Write;
+
+/// Sets the Prometheus gauges and counters from the status.
+fn export_metrics(status: &iqdb_persist_replicate::ReplicatorStatus) {
+    use iqdb_persist_replicate::Clock as _;
+    let now = iqdb_persist_replicate::SystemClock.unix_ms();
+    metrics::gauge!("iqdb_replica_running").set(if status.running { 1.0 } else { 0.0 });
+    metrics::gauge!("iqdb_replica_epoch").set(status.epoch as f64);
+    metrics::gauge!("iqdb_replica_end_seq").set(status.end_seq as f64);
+    metrics::counter!("iqdb_replica_rounds_total").absolute(status.rounds);
+    metrics::counter!("iqdb_replica_commits_total").absolute(status.commits);
+    metrics::counter!("iqdb_replica_round_errors_total").absolute(status.errors);
+    metrics::gauge!("iqdb_replica_consecutive_errors").set(status.consecutive_errors as f64);
+    metrics::counter!("iqdb_replica_uploaded_bytes_total").absolute(status.bytes);
+    if status.last_commit_ms > 0 {
+        metrics::gauge!("iqdb_replica_seconds_since_commit")
+            .set(now.saturating_sub(status.last_commit_ms) as f64 / 1e3);
+    }
+}
+
+/// One status line (JSON with --json).
+fn print_status(
+    out: &mut dyn Write,
+    json: bool,
+    status: &iqdb_persist_replicate::ReplicatorStatus,
+) -> std::io::Result<()> {
+    use iqdb_persist_replicate::Clock as _;
+    let now = iqdb_persist_replicate::SystemClock.unix_ms();
+    let since_commit =
+        (status.last_commit_ms > 0).then(|| now.saturating_sub(status.last_commit_ms) as f64 / 1e3);
+    if json {
+        let doc = json!({
+            "event": "status",
+            "time": iqdb_persist_replicate::format_time(now),
+            "running": status.running,
+            "epoch": status.epoch,
+            "end_seq": status.end_seq,
+            "rounds": status.rounds,
+            "commits": status.commits,
+            "errors": status.errors,
+            "consecutive_errors": status.consecutive_errors,
+            "last_error": status.last_error,
+            "secs_since_commit": since_commit,
+            "bytes": status.bytes,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "  status: replica ends before sequence {}, {} commit(s), {} failed round(s) ({} in a row){}",
+            status.end_seq,
+            status.commits,
+            status.errors,
+            status.consecutive_errors,
+            status
+                .last_error
+                .as_ref()
+                .filter(|_| status.consecutive_errors > 0)
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        )?;
+    }
+    out.flush()
+}
 
 fn print_round(
     out: &mut dyn Write,

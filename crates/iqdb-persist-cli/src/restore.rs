@@ -3,7 +3,11 @@
 //! every checksum; then loads it read-only (for registered index types) to
 //! show that it opens.
 //!
-//! Exit code: 0 restored; 1 a damaged object: for the latest point the
+//! `--if-db-not-exists` and `--if-replica-exists` make it a no-op (exit 0)
+//! when the database is already there or there is nothing to restore, as
+//! container entrypoints need.
+//!
+//! Exit code: 0 restored (or nothing to do with the `--if-*` flags); 1 a damaged object: for the latest point the
 //! newest intact earlier point was restored instead (the report says what
 //! was damaged), for `--at` nothing was restored; 3 store or network
 //! errors, nothing to restore; 2 bad arguments; 5 other failures.
@@ -25,6 +29,8 @@ use crate::{CliError, CliResult, Context, Status, exit_codes, output};
   iqdb-persist restore s3://backups/vectors --to /srv/restored
   iqdb-persist restore s3://backups/vectors --to /srv/restored --at 120000
   iqdb-persist restore s3://backups/vectors --to /srv/restored --at 2026-11-26T08:00:00Z
+  # A container entrypoint: restore on first start only, and only if there is a replica
+  iqdb-persist restore s3://backups/vectors --to /data --if-db-not-exists --if-replica-exists
 
 ",
     exit_codes!()
@@ -43,6 +49,13 @@ pub struct RestoreArgs {
     /// The restored snapshot's file name (default: the replicated one's).
     #[arg(long)]
     pub name: Option<String>,
+    /// Do nothing (exit 0) when DIR already holds the database (DIR/NAME).
+    #[arg(long)]
+    pub if_db_not_exists: bool,
+    /// Do nothing (exit 0) when there is no replica at URL (no manifest, or
+    /// no generation yet).
+    #[arg(long)]
+    pub if_replica_exists: bool,
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -71,6 +84,38 @@ fn target(at: Option<&str>) -> Result<RestoreTarget, CliError> {
 pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
     let target = target(args.at.as_deref())?;
     let replica = open_replica(&args.url, &args.store)?;
+    if args.if_db_not_exists || args.if_replica_exists {
+        let manifest = replica
+            .manifest()
+            .map_err(|e| replicate_error("reading the manifest", &e))?;
+        let skip = if args.if_replica_exists
+            && manifest.as_ref().is_none_or(|m| m.generations.is_empty())
+        {
+            Some(format!("no replica at {}", replica.url()))
+        } else {
+            let name = args
+                .name
+                .clone()
+                .or_else(|| manifest.as_ref().map(|m| m.database.clone()));
+            name.map(|n| args.to.join(n))
+                .filter(|p| args.if_db_not_exists && p.exists())
+                .map(|p| format!("{} already exists", p.display()))
+        };
+        if let Some(reason) = skip {
+            if ctx.json {
+                let doc = json!({
+                    "url": replica.url(),
+                    "restored": false,
+                    "reason": reason,
+                    "exit_code": 0,
+                });
+                output::write_json(ctx.out, &doc)?;
+            } else {
+                writeln!(ctx.out, "Nothing restored: {reason}")?;
+            }
+            return Ok(Status::Healthy);
+        }
+    }
     let bars = Bars::new(ctx.progress);
     let options = RestoreOptions {
         target,
@@ -106,6 +151,7 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
     if ctx.json {
         let doc = json!({
             "url": replica.url(),
+            "restored": true,
             "path": report.path.display().to_string(),
             "wal": report.wal.display().to_string(),
             "generation": report.generation,

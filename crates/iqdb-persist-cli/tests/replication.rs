@@ -375,7 +375,10 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
         let manifest = replica
             .manifest()
             .unwrap_or_else(|e| panic!("{context}: manifest: {e}"));
-        let Some(manifest) = manifest else {
+        // Killed before the first generation was committed (a new
+        // replicator commits a manifest without generations to fence older
+        // writers before it uploads the snapshot): nothing to restore yet.
+        let Some(manifest) = manifest.filter(|m| !m.generations.is_empty()) else {
             mid_snapshot += 1;
             continue;
         };
@@ -428,8 +431,17 @@ fn kill9_loop(target: &Target, iterations: u64, seed: u64) {
     }
     stop.store(true, Ordering::SeqCst);
     let db = writer.join().unwrap();
-    // A last clean run ships everything.
-    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    // A last clean run ships everything (and, with no grace period,
+    // removes every leftover at once).
+    let (code, _, err) = run(&mut target.cmd(&[
+        "replicate",
+        &path,
+        "--to",
+        &target.url,
+        "--once",
+        "--delete-grace",
+        "0s",
+    ]));
     assert_eq!(code, 0, "{err}");
     let out = tempfile::tempdir().unwrap();
     let report = replica
@@ -464,4 +476,587 @@ fn s3_kill_9_replicator_restores_a_prefix() {
         return;
     };
     kill9_loop(&target, iterations(30), 0x53);
+}
+
+/// `replicate` logs to stderr, honouring RUST_LOG.
+#[test]
+fn replicate_logs_to_stderr_honouring_rust_log() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    db.insert(2);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(target
+        .cmd(&["replicate", &path, "--to", &target.url, "--once"])
+        .env("RUST_LOG", "iqdb_persist_replicate=info"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("INFO") && err.contains("lease"),
+        "no log output: {err}"
+    );
+    // The default level (warn) stays quiet when all is well.
+    let (code, _, err) = run(target
+        .cmd(&["replicate", &path, "--to", &target.url, "--once"])
+        .env_remove("RUST_LOG"));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("INFO"), "{err}");
+}
+
+/// A replicator taken over by another exits with 6 (fenced), not 4
+/// (locked), and says so.
+#[test]
+fn a_fenced_replicator_exits_with_its_own_code() {
+    use iqdb_persist_replicate::{ManualClock, Replicator, ReplicatorConfig};
+    let target = file_target();
+    let mut db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let err_file = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = target
+        .cmd(&[
+            "replicate",
+            &path,
+            "--to",
+            &target.url,
+            "--interval",
+            "50ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    let replica = target.replica();
+    db.insert(2);
+    wait_for(|| {
+        replica
+            .manifest()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.generations.first().is_some_and(|g| g.end_seq() == 3))
+    });
+    // Another replicator whose clock says the lease ran out takes over.
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(120));
+    let mut config = ReplicatorConfig::new(&db.path);
+    config.clock = clock;
+    let mut other = Replicator::new(target.replica(), config).unwrap();
+    db.insert(1);
+    other.sync().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the fenced replicator did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("fenced") || err.contains("took the lease over"),
+        "{err}"
+    );
+    other.release().unwrap();
+}
+
+/// `generations` against a server that accepts connections and never
+/// answers (a frozen store) fails with an I/O error instead of hanging.
+#[test]
+fn generations_fails_fast_when_the_store_does_not_answer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err_file = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = cli()
+        .args([
+            "generations",
+            "s3://frozen/db",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--allow-http",
+        ])
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    // Not a speed assertion: a bound on hanging (the default request
+    // timeout alone is 30 s, retries included).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("generations hung on a store that does not answer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the request reached the server"
+    );
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("error"), "{err}");
+}
+
+/// A private moto server (its own state directory), so that freezing it
+/// disturbs no other test.
+struct PrivateMoto {
+    state: tempfile::TempDir,
+    endpoint: String,
+    pid: i32,
+}
+
+impl PrivateMoto {
+    fn start() -> Option<Self> {
+        // The shared server proves moto can run here (it installs it).
+        s3_endpoint()?;
+        let state = tempfile::tempdir().unwrap();
+        let script = rcommon::workspace().join("scripts/s3-server.sh");
+        let ok = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .env("IQDB_MOTO_STATE", state.path())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not start a private moto server");
+        let endpoint = std::fs::read_to_string(state.path().join("endpoint"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let pid = std::fs::read_to_string(state.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Some(Self {
+            state,
+            endpoint,
+            pid,
+        })
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {}", self.pid);
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+        let _ = Command::new("bash")
+            .arg(rcommon::workspace().join("scripts/s3-server.sh"))
+            .arg("stop")
+            .env("IQDB_MOTO_STATE", self.state.path())
+            .status();
+    }
+}
+
+/// The operator's scenario of issue 10: a writer at about 100 durable
+/// inserts/s, `replicate` to S3, the S3 server frozen (SIGSTOP) for 60 s —
+/// twice the lease's time to live — and resumed. The replicator keeps
+/// running, logs its retries, reports them in its status lines, and
+/// catches up by itself.
+#[test]
+fn s3_replicate_rides_out_a_60_second_freeze() {
+    let Some(moto) = PrivateMoto::start() else {
+        return;
+    };
+    let bucket = new_bucket(&moto.endpoint, "freeze");
+    let url = format!("s3://{bucket}/db");
+    let db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let acked = Arc::new(AtomicU64::new(db.next_seq()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let mut db = db;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                db.insert(1);
+                acked.store(db.next_seq(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            db
+        })
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = cli()
+        .args([
+            "--json",
+            "replicate",
+            &path,
+            "--to",
+            &url,
+            "--endpoint",
+            &moto.endpoint,
+            "--allow-http",
+            "--interval",
+            "200ms",
+            "--status-every",
+            "1s",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = Replica::open(&url, &rcommon::s3_options(&moto.endpoint)).unwrap();
+    let end = |r: &Replica| {
+        r.manifest()
+            .ok()
+            .flatten()
+            .and_then(|m| {
+                m.generations
+                    .last()
+                    .map(iqdb_persist_replicate::Generation::end_seq)
+            })
+            .unwrap_or(0)
+    };
+    wait_for(|| end(&replica) > 50);
+    let before = end(&replica);
+    moto.signal("STOP");
+    let frozen_at = Instant::now();
+    while frozen_at.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replicator exited during the freeze: {}",
+            std::fs::read_to_string(logs.path().join("stderr")).unwrap()
+        );
+    }
+    moto.signal("CONT");
+    let thawed = Instant::now();
+    stop.store(true, Ordering::SeqCst);
+    let db = writer.join().unwrap();
+    let want = acked.load(Ordering::SeqCst);
+    assert!(
+        want > before + 1000,
+        "the writer kept writing ({before} -> {want})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while end(&replica) < want {
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up ({} of {want})",
+            end(&replica)
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the replicator exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "60 s freeze: replica at {before} when frozen, {want} operations acknowledged; caught up {:.1} s after the server resumed",
+        thawed.elapsed().as_secs_f64()
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after catching up"
+    );
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap();
+    let stdout = std::fs::read_to_string(logs.path().join("stdout")).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the retries were logged: {stderr}"
+    );
+    let statuses: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "status")
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .any(|v| v["consecutive_errors"].as_u64() > Some(0)),
+        "a status line reported the outage: {stdout}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let report = replica
+        .restore(&out.path().join("r"), &Default::default())
+        .unwrap();
+    assert_eq!(report.end_seq, db.next_seq());
+    check_restored(&report.path, report.end_seq);
+}
+
+/// `restore --if-replica-exists` and `--if-db-not-exists`, as a container
+/// entrypoint uses them: a no-op when there is nothing to restore or the
+/// database is already there.
+#[test]
+fn restore_if_flags_for_container_entrypoints() {
+    let target = file_target();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("data");
+    let to = to.to_str().unwrap();
+    let flags = ["--if-db-not-exists", "--if-replica-exists"];
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", target.url.as_str(), "--to", to];
+        args.extend_from_slice(extra);
+        run(&mut target.cmd(&args))
+    };
+    let (code, stdout, err) = restore(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("Nothing restored: no replica"), "{stdout}");
+    let (code, _, err) = restore(&[]);
+    assert_eq!(
+        code, 3,
+        "without the flag an empty replica is an error: {err}"
+    );
+
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) =
+        run(&mut target.cmd(&["generations", &target.url, "--verify", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout);
+    assert_eq!(v["verify"]["objects"], 2, "{v}");
+    assert_eq!(
+        v["verify"]["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{v}"
+    );
+    let (code, stdout, err) = restore(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("Restored"), "{stdout}");
+    check_restored(&std::path::Path::new(to).join("db.iqdb"), 4);
+    let (code, stdout, err) = restore(&["--if-db-not-exists", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout);
+    assert_eq!(v["restored"], false);
+    assert!(
+        v["reason"].as_str().unwrap().contains("already exists"),
+        "{v}"
+    );
+    let (code, _, err) = restore(&[]);
+    assert_ne!(
+        code, 0,
+        "without the flag a non-empty directory is refused: {err}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// `replicate --metrics-addr` serves Prometheus metrics that follow the
+/// replica.
+#[test]
+fn replicate_serves_prometheus_metrics() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    let path = db.path.to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = target
+        .cmd(&[
+            "replicate",
+            &path,
+            "--to",
+            &target.url,
+            "--interval",
+            "50ms",
+            "--metrics-addr",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    db.insert(3);
+    let mut last = String::new();
+    wait_for(|| {
+        last = http_get(port, "/metrics").unwrap_or_default();
+        last.contains("iqdb_replica_end_seq 4")
+    });
+    assert!(last.contains("iqdb_replica_running 1"), "{last}");
+    assert!(last.contains("iqdb_replica_commits_total"), "{last}");
+    assert!(last.contains("iqdb_replica_consecutive_errors 0"), "{last}");
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Peak resident memory (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A restore holds at most a segment of the log in memory, whatever the
+/// log's length: a 160 MiB log (each operation a 4 KiB vector inserted and
+/// deleted again, so the index stays small) restores with a peak far below
+/// the log's size. (The restore used to hold the whole log.)
+#[test]
+fn restore_memory_does_not_grow_with_the_log() {
+    use iqdb_persist::{FsyncPolicy, PersistConfig, PersistedIndex};
+    use iqdb_persist_testkit::generate;
+    const DIM: usize = 1024;
+    let target = file_target();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.iqdb");
+    let mut config = PersistConfig::new(&path);
+    config.wal_enabled = true;
+    config.fsync_policy = FsyncPolicy::Never;
+    let mut db = PersistedIndex::open_with(
+        generate::store(7, 10, DIM, iqdb_types::DistanceMetric::Cosine),
+        config,
+    )
+    .unwrap();
+    let mut i = 10u64;
+    for _ in 0..1200 {
+        let mut batch = db.batch();
+        for _ in 0..32 {
+            let (id, v, m) = generate::record(7, i, DIM);
+            batch.insert(id.clone(), v, m);
+            batch.delete(id);
+            i += 1;
+        }
+        batch.commit().unwrap();
+    }
+    db.sync().unwrap();
+    let log_len = std::fs::metadata(iqdb_persist::PersistConfig::new(&path).wal_path())
+        .unwrap()
+        .len();
+    assert!(log_len > 150 << 20, "log of {log_len} bytes");
+    let path_s = path.to_str().unwrap().to_string();
+    let (code, _, err) =
+        run(&mut target.cmd(&["replicate", &path_s, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("r");
+    let mut child = target
+        .cmd(&[
+            "restore",
+            &target.url,
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(p) = peak_rss(pid) {
+            peak = peak.max(p);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let v = json(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        v["end_seq"].as_u64(),
+        Some(db.next_sequence().unwrap()),
+        "{v}"
+    );
+    eprintln!(
+        "restore of a {} MiB log: peak RSS {} MiB",
+        log_len >> 20,
+        peak >> 20
+    );
+    assert!(peak > 0, "the restore's memory was sampled");
+    assert!(
+        peak < 96 << 20,
+        "peak RSS {} MiB for a {} MiB log",
+        peak >> 20,
+        log_len >> 20
+    );
+}
+
+/// A `replicate` started while the store does not answer waits for it and
+/// then replicates (a daemon started before its store, as in a container
+/// that comes up first).
+#[test]
+fn s3_replicate_started_during_an_outage_waits_for_the_store() {
+    let Some(moto) = PrivateMoto::start() else {
+        return;
+    };
+    let bucket = new_bucket(&moto.endpoint, "late");
+    let url = format!("s3://{bucket}/db");
+    let mut db = TestDb::new();
+    db.insert(4);
+    let path = db.path.to_str().unwrap().to_string();
+    moto.signal("STOP");
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = cli()
+        .args([
+            "replicate",
+            &path,
+            "--to",
+            &url,
+            "--endpoint",
+            &moto.endpoint,
+            "--allow-http",
+            "--interval",
+            "100ms",
+            "--timeout",
+            "1s",
+            // An attempt whose lease write lands after it timed out holds
+            // the lease until it expires.
+            "--lease-ttl",
+            "5s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(logs.path().join("stderr")).unwrap();
+    wait_for(|| stderr().contains("cannot start replicating yet"));
+    assert!(child.try_wait().unwrap().is_none(), "{}", stderr());
+    moto.signal("CONT");
+    let replica = Replica::open(&url, &rcommon::s3_options(&moto.endpoint)).unwrap();
+    wait_for(|| {
+        replica.manifest().ok().flatten().and_then(|m| {
+            m.generations
+                .last()
+                .map(iqdb_persist_replicate::Generation::end_seq)
+        }) == Some(5)
+    });
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", stderr());
 }

@@ -45,8 +45,9 @@ pub enum ReplicateError {
         /// Milliseconds until it expires, if it is not renewed.
         expires_in_ms: u64,
     },
-    /// This replicator lost its lease (it expired, or its renewal failed, or
-    /// another writer took it over): it must stop.
+    /// Another replicator took the lease over (a lease record of another
+    /// holder or epoch): this one must stop. (A lease that merely ran out,
+    /// or whose renewal failed, is renewed again when nobody took it.)
     LeaseLost {
         /// Why.
         reason: String,
@@ -58,6 +59,13 @@ pub enum ReplicateError {
         ours: u64,
         /// The epoch found in the manifest.
         found: u64,
+    },
+    /// An object the manifest lists is not in the store: a concurrent merge
+    /// or prune removed it after the manifest was read (a restore then
+    /// reads the manifest again), or it was lost.
+    Missing {
+        /// The object's key.
+        key: String,
     },
     /// Nothing to restore or list: the replica holds no manifest, or no
     /// restore point matches the request.
@@ -147,6 +155,9 @@ impl fmt::Display for ReplicateError {
                 f,
                 "fenced: a newer replicator (lease epoch {found}) took over the replica from this one (epoch {ours})"
             ),
+            Self::Missing { key } => {
+                write!(f, "{key}: the manifest lists it, but it is missing")
+            }
             Self::NotFound { what } => write!(f, "{what}"),
             Self::Invalid { reason } => f.write_str(reason),
         }

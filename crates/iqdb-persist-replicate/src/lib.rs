@@ -70,7 +70,9 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 
+mod clock;
 mod error;
+pub mod faults;
 pub mod format;
 mod lease;
 pub mod manifest;
@@ -80,16 +82,20 @@ mod replicator;
 mod restore;
 mod store;
 
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{ReplicateError, Result};
-pub use crate::lease::LeaseRecord;
+pub use crate::lease::{LeaseRecord, owned_by_this_process};
 pub use crate::manifest::{
     Generation, Manifest, RestorePoint, RestoreTarget, SegmentObject, SnapshotObject,
 };
 pub use crate::progress::{NoProgress, Progress};
 pub use crate::replicator::{
-    CommitInfo, Replicator, ReplicatorConfig, ReplicatorHandle, RunSummary, SyncReport,
+    CommitInfo, Replicator, ReplicatorConfig, ReplicatorHandle, ReplicatorStatus, RunSummary,
+    StatusMonitor, SyncReport,
 };
-pub use crate::restore::{RestoreOptions, RestoreReport};
+pub use crate::restore::{
+    MAX_SEGMENT_OBJECT_BYTES, RestoreOptions, RestoreReport, VerifyProblem, VerifyReport,
+};
 pub use crate::store::{LocalStore, ReplicaUrl, StoreOptions, memory_store};
 
 /// This crate's version.
@@ -190,6 +196,24 @@ impl Replica {
     /// Store errors, a damaged lease object.
     pub fn lease(&self) -> Result<Option<LeaseRecord>> {
         lease::read(&self.remote)
+    }
+
+    /// Downloads every object the manifest lists and checks it: its size
+    /// and CRC-32, and for log segments their header, every frame's
+    /// checksum and numbering, and that they follow each other. Damaged
+    /// or missing objects are listed in the report (an object a running
+    /// replicator merged or pruned since the manifest was read shows as
+    /// missing: run it again). Memory stays at one segment.
+    ///
+    /// # Errors
+    ///
+    /// Store errors (after retries), [`ReplicateError::NotFound`] for an
+    /// empty replica, a damaged manifest.
+    pub fn verify(&self, progress: &dyn Progress) -> Result<VerifyReport> {
+        let manifest = self.manifest()?.ok_or_else(|| ReplicateError::NotFound {
+            what: format!("{}: no replica here (no manifest)", self.url),
+        })?;
+        restore::verify(&self.remote, &manifest, progress)
     }
 
     /// Restores into `dir` (absent or empty), without progress reports.

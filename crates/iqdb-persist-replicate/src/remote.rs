@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult,
-    UpdateVersion, WriteMultipart,
+    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    PutResult, UpdateVersion, WriteMultipart,
 };
 
 use crate::error::{ReplicateError, Result};
@@ -19,6 +19,10 @@ use crate::progress::Progress;
 pub(crate) const SINGLE_PUT_LIMIT: u64 = 16 << 20;
 /// Part size of multipart uploads.
 const PART_SIZE: usize = 8 << 20;
+/// Bytes per ranged GET of a download.
+pub(crate) const RANGE_SIZE: u64 = 8 << 20;
+/// Retries of one ranged GET (beyond the client's own).
+const RANGE_RETRIES: u32 = 4;
 
 /// The replica's store, key prefix and runtime.
 pub(crate) struct Remote {
@@ -84,20 +88,55 @@ impl Remote {
         &self.prefix
     }
 
-    /// An object, or `None` when it does not exist.
-    pub(crate) fn get(&self, key: &str) -> Result<Option<Fetched>> {
+    /// An object of at most `max` bytes, or `None` when it does not
+    /// exist. A larger one is [`ReplicateError::Corrupt`], found out
+    /// before it is read (from its size) or while it is read (a server
+    /// that sends more than it announced).
+    pub(crate) fn get_capped(&self, key: &str, max: u64) -> Result<Option<Fetched>> {
         let path = self.path(key);
+        let too_large = |n: u64| {
+            ReplicateError::corrupt(
+                path.to_string(),
+                format!("{n} bytes, more than the {max} bytes such an object may have"),
+            )
+        };
         self.rt.block_on(async {
             match self.store.get(&path).await {
                 Ok(got) => {
+                    if got.meta.size > max {
+                        return Err(too_large(got.meta.size));
+                    }
+                    let size = got.meta.size;
                     let e_tag = got.meta.e_tag.clone();
                     let version = got.meta.version.clone();
-                    let bytes = got
-                        .bytes()
-                        .await
-                        .map_err(|e| ReplicateError::store(format!("reading {path}"), e))?;
+                    let mut stream = got.into_stream();
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk
+                            .map_err(|e| ReplicateError::store(format!("reading {path}"), e))?;
+                        let n = bytes.len() as u64 + chunk.len() as u64;
+                        if n > max {
+                            return Err(too_large(n));
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    if bytes.len() as u64 != size {
+                        // A body cut short (or padded) in transit: worth
+                        // asking again, not damage.
+                        return Err(ReplicateError::store(
+                            format!("reading {path}"),
+                            object_store::Error::Generic {
+                                store: "replica",
+                                source: format!(
+                                    "the body has {} bytes, the server announced {size}",
+                                    bytes.len()
+                                )
+                                .into(),
+                            },
+                        ));
+                    }
                     Ok(Some(Fetched {
-                        bytes,
+                        bytes: Bytes::from(bytes),
                         e_tag,
                         version,
                     }))
@@ -202,35 +241,121 @@ impl Remote {
         }
     }
 
-    /// Streams an object into `out`, returning its length and CRC-32.
+    /// Streams an object of `expected` bytes (as the manifest says) into
+    /// `out` with ranged GETs of [`RANGE_SIZE`] bytes, each retried on its
+    /// own, so that no single request has to carry a large object within
+    /// the client's timeout. Returns the CRC-32 of what was written.
+    ///
+    /// An object of another size is [`ReplicateError::Corrupt`] (told by
+    /// the first answer, before its bytes are read); a missing one is
+    /// [`ReplicateError::Missing`]. Never more than `expected` bytes are
+    /// accepted, and at most one range is held in memory.
     pub(crate) fn get_stream(
         &self,
         key: &str,
+        expected: u64,
         out: &mut dyn Write,
         progress: &dyn Progress,
-    ) -> Result<(u64, u32)> {
+    ) -> Result<u32> {
         let path = self.path(key);
+        let mut crc = crc32fast::Hasher::new();
+        let mut offset = 0u64;
+        let mut first = true;
+        while first || offset < expected {
+            let end = offset.saturating_add(RANGE_SIZE).min(expected);
+            let mut attempt = 0u32;
+            let chunk = loop {
+                match self.get_range(&path, offset..end, expected, first) {
+                    Ok(chunk) => break chunk,
+                    Err(e @ ReplicateError::Missing { .. }) => return Err(e),
+                    // A wrong size may be a proxy's or a connection's
+                    // doing: asked again, it must persist to count.
+                    Err(e) if attempt < RANGE_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, attempt, "ranged GET failed; retrying");
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            100u64 << attempt.min(6),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            first = false;
+            crc.update(&chunk);
+            out.write_all(&chunk)
+                .map_err(|e| ReplicateError::io(format!("<copy of {path}>"), e))?;
+            offset = end;
+            progress.advance(chunk.len() as u64);
+        }
+        Ok(crc.finalize())
+    }
+
+    /// One ranged GET (the whole `range`, or an error).
+    fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+        expected: u64,
+        check_size: bool,
+    ) -> Result<Vec<u8>> {
         let io = |e| ReplicateError::store(format!("downloading {path}"), e);
+        let wrong_size = |size: u64| {
+            ReplicateError::corrupt(
+                path.to_string(),
+                format!("{size} bytes; the manifest says {expected}"),
+            )
+        };
         self.rt.block_on(async {
-            let got = self.store.get(&path).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => ReplicateError::corrupt(
-                    path.to_string(),
-                    "the manifest lists it, but it is missing",
-                ),
-                e => io(e),
-            })?;
+            let options = GetOptions {
+                range: (range.end > range.start).then(|| GetRange::Bounded(range.clone())),
+                head: range.end == range.start,
+                ..GetOptions::default()
+            };
+            let got = self
+                .store
+                .get_opts(path, options)
+                .await
+                .map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => ReplicateError::Missing {
+                        key: path.to_string(),
+                    },
+                    e => io(e),
+                })?;
+            if check_size && got.meta.size != expected {
+                return Err(wrong_size(got.meta.size));
+            }
+            let want = range.end - range.start;
+            let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+            if want == 0 {
+                return Ok(buf);
+            }
             let mut stream = got.into_stream();
-            let mut crc = crc32fast::Hasher::new();
-            let mut len = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(io)?;
-                crc.update(&chunk);
-                out.write_all(&chunk)
-                    .map_err(|e| ReplicateError::io(format!("<copy of {path}>"), e))?;
-                len += chunk.len() as u64;
-                progress.advance(chunk.len() as u64);
+                if buf.len() as u64 + chunk.len() as u64 > want {
+                    return Err(ReplicateError::corrupt(
+                        path.to_string(),
+                        format!(
+                            "the server sent more than the {want} bytes asked for at offset {}",
+                            range.start
+                        ),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
             }
-            Ok((len, crc.finalize()))
+            if (buf.len() as u64) < want {
+                // The body ended early (a dropped connection): retried.
+                return Err(io(object_store::Error::Generic {
+                    store: "replica",
+                    source: format!(
+                        "the body ended after {} of {want} bytes at offset {}",
+                        buf.len(),
+                        range.start
+                    )
+                    .into(),
+                }));
+            }
+            Ok(buf)
         })
     }
 
@@ -246,6 +371,43 @@ impl Remote {
             }
             Ok(out)
         })
+    }
+
+    /// Calls `each` for every object under `key_prefix` as the listing
+    /// streams in (no list of every key is built); `each` may make
+    /// requests of its own only through other runtimes, so it is called
+    /// with batches of at most `batch` objects outside the runtime.
+    pub(crate) fn for_each_listed(
+        &self,
+        key_prefix: &str,
+        batch: usize,
+        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path(key_prefix);
+        let mut stream = self.store.list(Some(&path));
+        let mut ended = false;
+        while !ended {
+            let chunk = self.rt.block_on(async {
+                let mut chunk = Vec::new();
+                while chunk.len() < batch.max(1) {
+                    match stream.next().await {
+                        Some(meta) => chunk.push(
+                            meta.map_err(|e| ReplicateError::store(format!("listing {path}"), e))?,
+                        ),
+                        // A finished stream must not be polled again.
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                Ok::<_, ReplicateError>(chunk)
+            })?;
+            if !chunk.is_empty() {
+                each(chunk)?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes objects (a missing one is not an error).
@@ -272,7 +434,35 @@ pub(crate) fn update_mode(e_tag: Option<String>, version: Option<String>) -> Put
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::{Fault, FaultyStore, Op};
     use crate::progress::NoProgress;
+
+    #[test]
+    fn downloads_go_in_ranges_each_retried_on_its_own() {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let remote = Remote::new(faulty.clone(), "p").unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 253) as u8).collect();
+        remote
+            .put_data("big", data.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let calls = faulty.calls();
+        // The first range fails twice (a 503, then a body cut short), the
+        // second once: each is asked again on its own.
+        faulty.inject(Op::Get, "p/big", Fault::Error);
+        faulty.inject(Op::Get, "p/big", Fault::Truncated);
+        let mut back = Vec::new();
+        let crc = remote
+            .get_stream("big", data.len() as u64, &mut back, &NoProgress)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(faulty.fired(Fault::Error), 1);
+        assert_eq!(faulty.fired(Fault::Truncated), 1);
+        assert_eq!(crc, crc32fast::hash(&data));
+        assert!(back == data);
+        // 20 MiB in 8 MiB ranges: 3 GETs, plus the 2 that failed.
+        assert_eq!(faulty.calls() - calls, 5);
+    }
 
     #[test]
     fn long_uploads_tick_between_parts_and_round_trip() {
@@ -295,10 +485,10 @@ mod tests {
         assert_eq!(crc, crc32fast::hash(&data));
         assert_eq!(ticks, 2, "one tick per 8 MiB part");
         let mut back = Vec::new();
-        let (len, crc2) = remote
-            .get_stream("big", &mut back, &NoProgress)
+        let crc2 = remote
+            .get_stream("big", data.len() as u64, &mut back, &NoProgress)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((len, crc2), (data.len() as u64, crc));
+        assert_eq!(crc2, crc);
         assert!(back == data);
         // A failing tick aborts the upload: nothing is stored.
         let err = remote.put_stream(
@@ -315,7 +505,7 @@ mod tests {
         assert!(err.is_err());
         assert!(
             remote
-                .get("aborted")
+                .get_capped("aborted", 1 << 30)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .is_none()
         );

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iqdb_persist::SnapshotFingerprint;
@@ -12,6 +12,8 @@ use iqdb_persist::inspect::{self, LogHeader, RawFrame};
 use iqdb_persist::storage::{FileSystem, StdFileSystem};
 use object_store::PutMode;
 
+use crate::Replica;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{ReplicateError, Result};
 use crate::format;
 use crate::lease::{Identity, Lease};
@@ -20,7 +22,6 @@ use crate::manifest::{
 };
 use crate::progress::{NoProgress, Progress};
 use crate::remote::{Remote, update_mode};
-use crate::{Replica, unix_ms};
 
 /// Settings of a [`Replicator`].
 #[derive(Debug, Clone)]
@@ -47,6 +48,18 @@ pub struct ReplicatorConfig {
     /// stays small however long a generation lives. Restores to a time
     /// inside a merged segment then stop at its start.
     pub max_segments: usize,
+    /// While catching up on a backlog, commit the manifest after this many
+    /// segments (default 4), so that progress survives a restart and a
+    /// long catch-up never holds everything back until its end.
+    pub commit_every: usize,
+    /// Objects that a commit stopped listing (merged-away segments, pruned
+    /// generations) and leftovers are deleted only this long after (default
+    /// 5 min), so that a restore that read the previous manifest can still
+    /// download them.
+    pub delete_grace: Duration,
+    /// The clock the lease is measured with (the system's by default;
+    /// tests move a [`ManualClock`](crate::ManualClock)).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ReplicatorConfig {
@@ -61,6 +74,9 @@ impl ReplicatorConfig {
             retain_for: None,
             max_segment_bytes: 16 << 20,
             max_segments: 256,
+            commit_every: 4,
+            delete_grace: Duration::from_secs(300),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -94,6 +110,9 @@ pub struct SyncReport {
     pub deleted_objects: u64,
     /// Segments merged into fewer, larger ones.
     pub merged_segments: u64,
+    /// Set when the round failed (only in reports [`Replicator::run`]
+    /// passes to its callback; the round is retried): why.
+    pub error: Option<String>,
 }
 
 /// A committed manifest, as [`Replicator::on_commit`] reports it.
@@ -176,6 +195,71 @@ pub struct Replicator {
     swept: bool,
     /// Keys of segments merged away, deleted after the next commit.
     replaced: Vec<String>,
+    /// Objects (or generation directories) no committed manifest lists,
+    /// deleted once their grace period is over (clock's monotonic time).
+    pending_deletes: Vec<(PendingDelete, Duration)>,
+    status: Arc<Mutex<ReplicatorStatus>>,
+}
+
+/// Something to delete once its grace period is over.
+#[derive(Debug, Clone)]
+enum PendingDelete {
+    /// One object (a merged-away segment).
+    Key(String),
+    /// Every object of a pruned generation.
+    Generation(String),
+}
+
+/// What a running replicator is doing, for health checks and metrics
+/// ([`Replicator::monitor`], [`ReplicatorHandle::status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicatorStatus {
+    /// Whether it is running (false once [`run`](Replicator::run) ended).
+    pub running: bool,
+    /// The lease epoch.
+    pub epoch: u64,
+    /// Rounds run (successful or not).
+    pub rounds: u64,
+    /// Manifests committed.
+    pub commits: u64,
+    /// Rounds that failed with a transient error.
+    pub errors: u64,
+    /// Rounds failed in a row just now (0 when the last one worked).
+    pub consecutive_errors: u64,
+    /// The last transient error.
+    pub last_error: Option<String>,
+    /// Every operation below this sequence number is in the replica.
+    pub end_seq: u64,
+    /// When the last manifest was committed (Unix ms; 0 before).
+    pub last_commit_ms: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Why it stopped, if it stopped by itself (lost its lease to another
+    /// replicator, or a problem retrying cannot fix).
+    pub fate: Option<String>,
+}
+
+/// Reads a replicator's [`ReplicatorStatus`] from any thread.
+#[derive(Debug, Clone)]
+pub struct StatusMonitor(Arc<Mutex<ReplicatorStatus>>);
+
+impl StatusMonitor {
+    /// The status now.
+    #[must_use]
+    pub fn get(&self) -> ReplicatorStatus {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
 }
 
 impl std::fmt::Debug for Replicator {
@@ -252,7 +336,33 @@ impl Replicator {
             )));
         }
         let min_epoch = existing.as_ref().map_or(0, |(m, _)| m.epoch);
-        let lease = Lease::acquire(&remote, &me, config.lease_ttl, min_epoch)?;
+        let lease = Lease::acquire(
+            &remote,
+            &me,
+            config.lease_ttl,
+            min_epoch,
+            config.clock.clone(),
+        )?;
+        // The manifest as it is now that we hold the lease: the previous
+        // holder may have committed (merged, pruned) since the first read.
+        let existing = match read_manifest(&remote) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = lease.release(&remote);
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            replica = %remote.prefix(),
+            epoch = lease.epoch(),
+            owner = %me.owner,
+            "took the replica lease"
+        );
+        let status = Arc::new(Mutex::new(ReplicatorStatus {
+            running: true,
+            epoch: lease.epoch(),
+            ..ReplicatorStatus::default()
+        }));
         let (manifest, manifest_version) = match existing {
             Some((m, v)) => (m, Some(v)),
             None => (Manifest::new(&database), None),
@@ -272,6 +382,8 @@ impl Replicator {
             rounds_since_sweep: 0,
             swept: false,
             replaced: Vec::new(),
+            pending_deletes: Vec::new(),
+            status,
         };
         this.manifest.database = database;
         // Fencing: the manifest now carries our epoch, so a writer that
@@ -295,6 +407,80 @@ impl Replicator {
         self.on_commit = Some(Box::new(hook));
     }
 
+    /// A handle that reads this replicator's [`ReplicatorStatus`] from any
+    /// thread (also after [`run`](Self::run) or [`spawn`](Self::spawn)
+    /// took it).
+    #[must_use]
+    pub fn monitor(&self) -> StatusMonitor {
+        StatusMonitor(self.status.clone())
+    }
+
+    /// Renews the lease when due; only a takeover is an error (a failed
+    /// renewal is tried again later: uploads need no lease, commits check
+    /// it themselves).
+    fn keep_lease_tolerant(lease: &mut Lease, remote: &Remote) -> Result<()> {
+        match lease.keep(remote) {
+            Err(e) if e.is_lease_loss() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "lease renewal failed; trying again later");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn keep_lease(&mut self) -> Result<()> {
+        Self::keep_lease_tolerant(&mut self.lease, &self.remote)
+    }
+
+    /// The keys the manifest as last committed lists.
+    fn referenced(&self) -> HashSet<String> {
+        self.manifest
+            .generations
+            .iter()
+            .flat_map(|g| {
+                std::iter::once(g.snapshot.key.clone())
+                    .chain(g.segments.iter().map(|s| s.key.clone()))
+            })
+            .collect()
+    }
+
+    /// Deletes what is due of the pending deletions (never what the
+    /// committed manifest lists again, e.g. after adopting another
+    /// writer's manifest).
+    fn delete_due(&mut self, report: &mut SyncReport, all: bool) -> Result<()> {
+        if self.pending_deletes.is_empty() || self.dirty {
+            return Ok(());
+        }
+        let now = self.config.clock.monotonic();
+        let referenced = self.referenced();
+        let live_generations: HashSet<&str> = self
+            .manifest
+            .generations
+            .iter()
+            .map(|g| g.id.as_str())
+            .collect();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_deletes)
+            .into_iter()
+            .partition(|(_, at)| all || *at <= now);
+        self.pending_deletes = later;
+        let mut paths = Vec::new();
+        for (what, _) in due {
+            match what {
+                PendingDelete::Key(key) if !referenced.contains(&key) => {
+                    paths.push(self.remote.path(&key));
+                }
+                PendingDelete::Generation(id) if !live_generations.contains(id.as_str()) => {
+                    let objects = self.remote.list(&Generation::dir(&id))?;
+                    paths.extend(objects.into_iter().map(|m| m.location));
+                }
+                _ => {}
+            }
+        }
+        report.deleted_objects += self.remote.delete(paths)?;
+        Ok(())
+    }
+
     /// The lease epoch this replicator writes with.
     #[must_use]
     pub fn epoch(&self) -> u64 {
@@ -315,10 +501,7 @@ impl Replicator {
     /// [`ReplicateError::LeaseLost`] and [`ReplicateError::Fenced`] mean
     /// this replicator must stop; other errors are worth retrying.
     pub fn sync(&mut self) -> Result<SyncReport> {
-        self.lease.check()?;
-        if self.lease.renewal_due() {
-            self.lease.renew(&self.remote)?;
-        }
+        self.keep_lease()?;
         let mut report = SyncReport::default();
         if self.current.is_none() {
             self.start_generation(&mut report)?;
@@ -329,15 +512,16 @@ impl Replicator {
             self.commit()?;
             report.committed = true;
             if !self.replaced.is_empty() {
-                // Merged away: no committed manifest lists them now.
-                let paths = std::mem::take(&mut self.replaced)
-                    .iter()
-                    .map(|k| self.remote.path(k))
-                    .collect();
-                report.deleted_objects += self.remote.delete(paths)?;
+                // Merged away: no committed manifest lists them now; a
+                // restore that read the previous one may still need them.
+                let due = self.config.clock.monotonic() + self.config.delete_grace;
+                for key in std::mem::take(&mut self.replaced) {
+                    self.pending_deletes.push((PendingDelete::Key(key), due));
+                }
             }
             self.prune(&mut report)?;
         }
+        self.delete_due(&mut report, false)?;
         self.rounds_since_sweep += 1;
         if !self.swept || self.rounds_since_sweep >= 600 {
             report.deleted_objects += self.sweep_orphans()?;
@@ -354,6 +538,7 @@ impl Replicator {
     /// log was replaced by a checkpoint.
     fn ship(&mut self, report: &mut SyncReport) -> Result<()> {
         let wal = self.config.wal_path();
+        let mut uploaded = 0usize;
         loop {
             let Some(current) = self.current.clone() else {
                 return Ok(());
@@ -388,6 +573,17 @@ impl Replicator {
             if let Some(c) = self.current.as_mut() {
                 c.offset = end;
                 c.next_seq = frames.last().map_or(c.next_seq, RawFrame::end_seq);
+            }
+            uploaded += 1;
+            // A long catch-up renews the lease as it goes and commits every
+            // few segments, so that its progress is kept whatever happens
+            // next.
+            self.keep_lease()?;
+            if uploaded.is_multiple_of(self.config.commit_every.max(1))
+                && read >= self.config.max_segment_bytes
+            {
+                self.commit()?;
+                report.committed = true;
             }
             if read < self.config.max_segment_bytes {
                 // Caught up with the log as it was; what was written
@@ -499,14 +695,10 @@ impl Replicator {
             self.progress.begin(&format!("snapshot {id}"), len);
             let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
             let (remote, lease) = (&self.remote, &mut self.lease);
-            // A long upload must not outlive the lease.
-            let mut renew = || {
-                lease.check()?;
-                if lease.renewal_due() {
-                    lease.renew(remote)?;
-                }
-                Ok(())
-            };
+            // A long upload renews the lease as it goes; a failed renewal
+            // does not abort it (only a takeover does): the commit after it
+            // checks the lease.
+            let mut renew = || Self::keep_lease_tolerant(lease, remote);
             let crc = remote.put_stream(&key, &mut reader, len, self.progress.as_ref(), &mut renew);
             self.progress.end();
             let crc = crc?;
@@ -547,11 +739,11 @@ impl Replicator {
     /// Continues the manifest's newest generation if it follows the same
     /// snapshot and its shipped log is byte for byte a prefix of ours.
     fn try_continue(
-        &self,
+        &mut self,
         base_seq: u64,
         fingerprint: SnapshotFingerprint,
     ) -> Result<Option<Current>> {
-        let Some(g) = self.manifest.generations.last() else {
+        let Some(g) = self.manifest.generations.last().cloned() else {
             return Ok(None);
         };
         if g.base_seq != base_seq
@@ -569,6 +761,8 @@ impl Replicator {
             let mut next = segment.first_seq;
             while next < segment.end_seq {
                 if pending.is_empty() {
+                    // Re-reading a long log takes a while: keep the lease.
+                    self.keep_lease()?;
                     let read = inspect::read_log_frames(self.fs.as_ref(), &wal, offset, 8 << 20)
                         .map_err(|e| {
                             ReplicateError::persist(format!("reading {}", wal.display()), e)
@@ -661,6 +855,7 @@ impl Replicator {
         let epoch = self.lease.epoch();
         let mut merged: Vec<(std::ops::Range<usize>, SegmentObject)> = Vec::new();
         for range in groups {
+            self.keep_lease()?;
             let mut frames = Vec::new();
             for seg in &segments[range.clone()] {
                 let Some(seg_frames) = cursor.take(seg)? else {
@@ -718,12 +913,19 @@ impl Replicator {
     }
 
     /// Writes the manifest, conditional on the version last read or
-    /// written.
+    /// written, with a lease checked (and renewed if due) just before.
+    ///
+    /// When the precondition fails, the manifest there now decides: a
+    /// newer epoch fences this replicator; our own earlier write (whose
+    /// answer was lost) is overwritten; an older writer's (a previous
+    /// holder that committed between our read and our lease) is adopted —
+    /// its generations replace ours, the generation being shipped is found
+    /// again with `try_continue` — and then overwritten with our epoch.
     fn commit(&mut self) -> Result<()> {
         let epoch = self.lease.epoch();
         for _ in 0..5 {
-            self.lease.check()?;
-            let now = unix_ms();
+            self.lease.keep(&self.remote)?;
+            let now = self.config.clock.unix_ms();
             let mut manifest = self.manifest.clone();
             manifest.epoch = epoch;
             manifest.writer = self.me.owner.clone();
@@ -747,23 +949,7 @@ impl Replicator {
                     self.manifest = manifest;
                     self.manifest_version = Some((put.e_tag, put.version));
                     self.dirty = false;
-                    if let Some(hook) = self.on_commit.as_mut() {
-                        let info = CommitInfo {
-                            generation: self
-                                .manifest
-                                .generations
-                                .last()
-                                .map_or_else(String::new, |g| g.id.clone()),
-                            end_seq: self
-                                .manifest
-                                .generations
-                                .last()
-                                .map_or(0, Generation::end_seq),
-                            at: Instant::now(),
-                            epoch,
-                        };
-                        hook(&info);
-                    }
+                    self.committed();
                     return Ok(());
                 }
                 Err(
@@ -775,17 +961,30 @@ impl Replicator {
                         self.manifest_version = None;
                         continue;
                     };
-                    if theirs.epoch > epoch {
+                    if theirs.epoch > epoch
+                        || (theirs.epoch == epoch && theirs.writer != self.me.owner)
+                    {
                         return Err(ReplicateError::Fenced {
                             ours: epoch,
                             found: theirs.epoch,
                         });
                     }
-                    // An older writer's (fenced by this write) or our own
-                    // write whose answer was lost: ours wins.
-                    self.manifest.next_ordinal =
-                        self.manifest.next_ordinal.max(theirs.next_ordinal);
-                    self.manifest_version = Some(version);
+                    if theirs.writer == self.me.owner {
+                        // Our own write whose answer was lost (it holds a
+                        // prefix of what we have now): ours wins.
+                        self.manifest.next_ordinal =
+                            self.manifest.next_ordinal.max(theirs.next_ordinal);
+                        self.manifest_version = Some(version);
+                        continue;
+                    }
+                    // An older writer's: adopt its state (what it lists
+                    // exists; ours may list what it deleted).
+                    tracing::info!(
+                        writer = %theirs.writer,
+                        epoch = theirs.epoch,
+                        "the previous replicator committed meanwhile; adopting its manifest"
+                    );
+                    self.adopt(theirs, version);
                 }
                 Err(e) => {
                     return Err(ReplicateError::store(
@@ -795,15 +994,64 @@ impl Replicator {
                 }
             }
         }
-        Err(ReplicateError::LeaseLost {
-            reason: "the manifest kept changing under this replicator".into(),
-        })
+        Err(ReplicateError::store(
+            format!("writing the manifest {}", self.remote.path(MANIFEST_KEY)),
+            object_store::Error::Generic {
+                store: "replica",
+                source: "the manifest kept changing under this replicator".into(),
+            },
+        ))
+    }
+
+    /// Takes another (older) writer's committed manifest as ours: our
+    /// uncommitted uploads become orphans (swept later), the generation
+    /// being shipped is looked up again, and nothing it lists is deleted.
+    fn adopt(&mut self, theirs: Manifest, version: Version) {
+        let database = std::mem::take(&mut self.manifest.database);
+        let next_ordinal = self.manifest.next_ordinal.max(theirs.next_ordinal);
+        self.manifest = theirs;
+        if self.manifest.database.is_empty() {
+            self.manifest.database = database;
+        }
+        self.manifest.next_ordinal = next_ordinal;
+        self.manifest_version = Some(version);
+        self.current = None;
+        self.replaced.clear();
+        self.dirty = true;
+    }
+
+    /// Bookkeeping after a committed manifest.
+    fn committed(&mut self) {
+        let end_seq = self
+            .manifest
+            .generations
+            .last()
+            .map_or(0, Generation::end_seq);
+        let now_ms = self.config.clock.unix_ms();
+        StatusMonitor(self.status.clone()).update(|s| {
+            s.commits += 1;
+            s.end_seq = end_seq;
+            s.last_commit_ms = now_ms;
+        });
+        if let Some(hook) = self.on_commit.as_mut() {
+            let info = CommitInfo {
+                generation: self
+                    .manifest
+                    .generations
+                    .last()
+                    .map_or_else(String::new, |g| g.id.clone()),
+                end_seq,
+                at: Instant::now(),
+                epoch: self.lease.epoch(),
+            };
+            hook(&info);
+        }
     }
 
     /// Drops generations retention no longer keeps: from the manifest
-    /// first (committed), then their objects.
+    /// first (committed), then, after the grace period, their objects.
     fn prune(&mut self, report: &mut SyncReport) -> Result<()> {
-        let keep = retained(&self.manifest, &self.config, unix_ms());
+        let keep = retained(&self.manifest, &self.config, self.config.clock.unix_ms());
         if keep.len() == self.manifest.generations.len() {
             return Ok(());
         }
@@ -823,73 +1071,109 @@ impl Replicator {
         self.dirty = true;
         self.commit()?;
         report.pruned_generations += dropped.len() as u64;
-        for g in &dropped {
-            let objects = self.remote.list(&Generation::dir(&g.id))?;
-            report.deleted_objects += self
-                .remote
-                .delete(objects.into_iter().map(|m| m.location).collect())?;
+        let due = self.config.clock.monotonic() + self.config.delete_grace;
+        for g in dropped {
+            // `delete_due` skips it if an adopted manifest lists it again.
+            self.pending_deletes
+                .push((PendingDelete::Generation(g.id), due));
         }
         Ok(())
     }
 
     /// Deletes objects under `generations/` that the committed manifest
-    /// does not list and that a writer of this epoch or an older one wrote
-    /// (leftovers of interrupted uploads and of fenced writers). Objects of
-    /// newer epochs are never touched.
+    /// does not list, that a writer of this epoch or an older one wrote
+    /// (leftovers of interrupted uploads and of fenced writers), and that
+    /// are older than the grace period (a restore may still be reading
+    /// an object a merge or prune just stopped listing). Objects of newer
+    /// epochs are never touched.
     fn sweep_orphans(&mut self) -> Result<u64> {
         if self.dirty {
             return Ok(0);
         }
         let epoch = self.lease.epoch();
-        let referenced: HashSet<String> = self
-            .manifest
-            .generations
-            .iter()
-            .flat_map(|g| {
-                std::iter::once(g.snapshot.key.clone())
-                    .chain(g.segments.iter().map(|s| s.key.clone()))
-            })
-            .collect();
-        let objects = self.remote.list(GENERATIONS_DIR)?;
-        let orphans: Vec<_> = objects
-            .into_iter()
-            .filter(|m| {
-                let key = self.remote.key_of(&m.location);
-                !referenced.contains(&key) && object_epoch(&key).is_some_and(|e| e <= epoch)
-            })
-            .map(|m| m.location)
-            .collect();
-        // Only after a committed manifest proved we still hold the lease.
-        self.lease.check()?;
-        let deleted = self.remote.delete(orphans)?;
+        let referenced = self.referenced();
+        let grace_ms = u64::try_from(self.config.delete_grace.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.config.clock.unix_ms();
+        // The listing streams in pages: memory stays bounded however many
+        // objects the bucket holds.
+        let (remote, lease) = (&self.remote, &mut self.lease);
+        let mut deleted = 0;
+        remote.for_each_listed(GENERATIONS_DIR, 1000, &mut |objects| {
+            let orphans: Vec<_> = objects
+                .into_iter()
+                .filter(|m| {
+                    let key = remote.key_of(&m.location);
+                    let modified = u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0);
+                    !referenced.contains(&key)
+                        && object_epoch(&key).is_some_and(|e| e <= epoch)
+                        && modified.saturating_add(grace_ms) <= now_ms
+                })
+                .map(|m| m.location)
+                .collect();
+            if orphans.is_empty() {
+                return Ok(());
+            }
+            // Only while the lease is ours.
+            lease.keep(remote)?;
+            deleted += remote.delete(orphans)?;
+            Ok(())
+        })?;
         self.swept = true;
         self.rounds_since_sweep = 0;
         Ok(deleted)
     }
 
     /// Rounds every `interval` until `stop` is set (or `until` passes),
-    /// then ships what is left and releases the lease. Transient errors are
-    /// logged and retried; losing the lease ends the run with an error.
+    /// then ships what is left and releases the lease.
+    ///
+    /// It rides out outages: a round that fails for any reason retrying can
+    /// fix (store errors, timeouts, a lease whose renewal failed or ran
+    /// out while the store did not answer) is logged and retried with
+    /// backoff (up to 30 s between rounds), and the lease is taken again
+    /// when nobody else took it. Only a takeover by another replicator
+    /// ([`ReplicateError::LeaseLost`], [`ReplicateError::Fenced`]) or a
+    /// database that cannot be replicated ends the run.
     ///
     /// # Errors
     ///
-    /// [`ReplicateError::LeaseLost`], [`ReplicateError::Fenced`], or a
-    /// problem with the database that retrying cannot fix.
+    /// [`ReplicateError::LeaseLost`], [`ReplicateError::Fenced`], a
+    /// problem with the database that retrying cannot fix, or the error of
+    /// the last round when it failed.
     pub fn run(
         mut self,
         stop: &AtomicBool,
         until: Option<Instant>,
         mut each: impl FnMut(&SyncReport),
     ) -> Result<RunSummary> {
+        let monitor = self.monitor();
+        let result = self.run_inner(stop, until, &mut each);
+        monitor.update(|s| {
+            s.running = false;
+            if let Err(e) = &result {
+                s.fate = Some(e.to_string());
+            }
+        });
+        result
+    }
+
+    fn run_inner(
+        &mut self,
+        stop: &AtomicBool,
+        until: Option<Instant>,
+        each: &mut dyn FnMut(&SyncReport),
+    ) -> Result<RunSummary> {
+        let monitor = self.monitor();
         let mut summary = RunSummary {
             epoch: self.epoch(),
             ..RunSummary::default()
         };
+        let mut failures = 0u32;
         loop {
             let started = Instant::now();
             let last = stop.load(Ordering::SeqCst) || until.is_some_and(|u| started >= u);
             match self.sync() {
                 Ok(report) => {
+                    failures = 0;
                     summary.rounds += 1;
                     summary.generations += u64::from(report.new_generation.is_some());
                     summary.segments += report.segments;
@@ -897,24 +1181,57 @@ impl Replicator {
                     summary.bytes += report.bytes;
                     summary.commits += u64::from(report.committed);
                     summary.end_seq = report.end_seq;
+                    monitor.update(|s| {
+                        s.rounds += 1;
+                        s.consecutive_errors = 0;
+                        s.bytes += report.bytes;
+                        s.end_seq = report.end_seq;
+                    });
                     each(&report);
                 }
-                Err(e) if e.is_lease_loss() => return Err(e),
-                Err(e @ ReplicateError::Invalid { .. }) => return Err(e),
+                Err(e) if e.is_lease_loss() => {
+                    tracing::error!(error = %e, "replication stopped: another replicator took over");
+                    return Err(e);
+                }
+                Err(e @ ReplicateError::Invalid { .. }) => {
+                    tracing::error!(error = %e, "replication stopped");
+                    return Err(e);
+                }
                 Err(e) => {
                     summary.errors += 1;
-                    tracing::warn!(error = %e, "replication round failed; retrying");
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "replication round failed; retrying");
+                    monitor.update(|s| {
+                        s.rounds += 1;
+                        s.errors += 1;
+                        s.consecutive_errors += 1;
+                        s.last_error = Some(e.to_string());
+                    });
                     if last {
                         return Err(e);
                     }
+                    each(&SyncReport {
+                        error: Some(e.to_string()),
+                        ..SyncReport::default()
+                    });
                 }
             }
             if last {
-                self.release()?;
+                let mut report = SyncReport::default();
+                let _ = self.delete_due(&mut report, true);
+                self.lease_release()?;
                 return Ok(summary);
             }
-            let mut wake = started + self.config.interval;
-            wake = wake.min(self.lease.next_renewal());
+            // Back off while the store fails: 2, 4, 8 ... intervals, at
+            // most 30 s (and never past a lease renewal when all is well).
+            let mut pause = self.config.interval;
+            if failures > 0 {
+                pause = (pause * 2u32.saturating_pow(failures.min(16)))
+                    .min(Duration::from_secs(30).max(self.config.interval));
+            } else {
+                pause = pause.min(self.lease.until_renewal());
+            }
+            let mut wake = started + pause;
             if let Some(u) = until {
                 wake = wake.min(u);
             }
@@ -924,18 +1241,34 @@ impl Replicator {
         }
     }
 
-    /// Runs [`run`](Self::run) on a thread of its own.
+    /// Runs [`run`](Self::run) on a thread of its own. Its fate is not
+    /// silent: [`ReplicatorHandle::status`] says whether it still runs and
+    /// why it stopped, [`ReplicatorHandle::is_finished`] and
+    /// [`ReplicatorHandle::stop`] return the error that ended it, and the
+    /// error is logged (`tracing`, level error).
     #[must_use]
     pub fn spawn(self) -> ReplicatorHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let monitor = self.monitor();
         let thread = std::thread::Builder::new()
             .name("iqdb-replicator".into())
             .spawn(move || self.run(&flag, None, |_| {}));
+        if let Err(e) = &thread {
+            monitor.update(|s| {
+                s.running = false;
+                s.fate = Some(format!("the replicator thread could not start: {e}"));
+            });
+        }
         ReplicatorHandle {
             stop,
             thread: Some(thread),
+            monitor,
         }
+    }
+
+    fn lease_release(&mut self) -> Result<()> {
+        self.lease.release_in_place(&self.remote)
     }
 
     /// Gives up the lease, so that another replicator can start at once.
@@ -943,8 +1276,10 @@ impl Replicator {
     /// # Errors
     ///
     /// Store errors (the lease then simply expires).
-    pub fn release(self) -> Result<()> {
-        self.lease.release(&self.remote)
+    pub fn release(mut self) -> Result<()> {
+        let mut report = SyncReport::default();
+        let _ = self.delete_due(&mut report, true);
+        self.lease.release_in_place(&self.remote)
     }
 }
 
@@ -953,6 +1288,7 @@ impl Replicator {
 pub struct ReplicatorHandle {
     stop: Arc<AtomicBool>,
     thread: Option<std::io::Result<std::thread::JoinHandle<Result<RunSummary>>>>,
+    monitor: StatusMonitor,
 }
 
 impl ReplicatorHandle {
@@ -972,10 +1308,27 @@ impl ReplicatorHandle {
         }
     }
 
-    /// Whether the replicator stopped by itself (an error).
+    /// Whether the replicator stopped by itself (an error: see
+    /// [`status`](Self::status) for which, or [`stop`](Self::stop)).
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        matches!(&self.thread, Some(Ok(t)) if t.is_finished())
+        match &self.thread {
+            Some(Ok(t)) => t.is_finished(),
+            Some(Err(_)) => true,
+            None => true,
+        }
+    }
+
+    /// What the replicator is doing, or why it stopped.
+    #[must_use]
+    pub fn status(&self) -> ReplicatorStatus {
+        self.monitor.get()
+    }
+
+    /// A handle reading the status from elsewhere.
+    #[must_use]
+    pub fn monitor(&self) -> StatusMonitor {
+        self.monitor.clone()
     }
 }
 
@@ -1060,16 +1413,31 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// The manifest and its version, if there is one.
 /// An object's version: ETag and version id.
 pub(crate) type Version = (Option<String>, Option<String>);
 
+/// Bytes a manifest may have (a generation of 256 segments takes about
+/// 100 KB; anything near this is not a manifest we wrote).
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// The manifest and its version, if there is one.
+/// A manifest that does not verify is read twice more before it counts as
+/// damaged (a body mangled in transit reads fine the next time).
 pub(crate) fn read_manifest(remote: &Remote) -> Result<Option<(Manifest, Version)>> {
-    let Some(fetched) = remote.get(MANIFEST_KEY)? else {
-        return Ok(None);
-    };
-    let manifest = Manifest::from_bytes(remote.path(MANIFEST_KEY).as_ref(), &fetched.bytes)?;
-    Ok(Some((manifest, (fetched.e_tag, fetched.version))))
+    let mut attempt = 0;
+    loop {
+        let Some(fetched) = remote.get_capped(MANIFEST_KEY, MAX_MANIFEST_BYTES)? else {
+            return Ok(None);
+        };
+        match Manifest::from_bytes(remote.path(MANIFEST_KEY).as_ref(), &fetched.bytes) {
+            Ok(manifest) => return Ok(Some((manifest, (fetched.e_tag, fetched.version)))),
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                tracing::debug!(error = %e, "the manifest does not verify; reading it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The epoch in an object key written by a replicator: `-eNNNNNNNN` in its

@@ -11,7 +11,7 @@ use iqdb_persist::storage::{FileSystem, StdFileSystem};
 
 use crate::error::{ReplicateError, Result};
 use crate::format;
-use crate::manifest::{Manifest, RestorePoint, RestoreTarget};
+use crate::manifest::{Generation, Manifest, RestorePoint, RestoreTarget};
 use crate::progress::Progress;
 use crate::remote::Remote;
 
@@ -53,8 +53,58 @@ pub struct RestoreReport {
     pub elapsed: Duration,
 }
 
-/// Restores `manifest`'s point for `options.target` into `dir`.
+/// Largest segment object a restore accepts (a segment holds up to
+/// `max_segment_bytes` of frames, 16 MiB by default, or one larger frame).
+pub const MAX_SEGMENT_OBJECT_BYTES: u64 = 1 << 30;
+
+/// How often a restore reads the manifest again when an object it lists
+/// disappeared (a replicator merged or pruned meanwhile).
+const MISSING_RETRIES: usize = 5;
+
+/// Restores the point for `options.target` of the manifest into `dir`,
+/// reading the manifest again when an object it listed is gone (a
+/// concurrent merge or prune committed a newer one).
 pub(crate) fn restore(
+    remote: &Remote,
+    manifest: &Manifest,
+    dir: &Path,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let mut manifest = manifest.clone();
+    let mut attempt = 0;
+    loop {
+        match restore_once(remote, &manifest, dir, options, progress) {
+            Err(ReplicateError::Missing { key }) if attempt < MISSING_RETRIES => {
+                attempt += 1;
+                tracing::info!(
+                    key,
+                    "an object the manifest listed is gone; reading the manifest again"
+                );
+                let newer = crate::replicator::read_manifest(remote)?.map(|(m, _)| m);
+                match newer {
+                    Some(m) if m != manifest => manifest = m,
+                    // The same manifest still lists it: it is lost.
+                    _ => {
+                        return Err(ReplicateError::corrupt(
+                            key,
+                            "the manifest lists it, but it is missing",
+                        ));
+                    }
+                }
+            }
+            Err(ReplicateError::Missing { key }) => {
+                return Err(ReplicateError::corrupt(
+                    key,
+                    "the manifest lists it, but it is missing",
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn restore_once(
     remote: &Remote,
     manifest: &Manifest,
     dir: &Path,
@@ -99,6 +149,9 @@ pub(crate) fn restore(
             }
             Err(Failure { error, segments_ok }) => {
                 cleanup(&path, &wal);
+                if matches!(error, ReplicateError::Missing { .. }) {
+                    return Err(error);
+                }
                 if !may_fall_back || !error.is_corruption() {
                     return Err(error);
                 }
@@ -161,21 +214,54 @@ fn restore_point(
 ) -> std::result::Result<RestoreReport, Failure> {
     let g = &manifest.generations[point.generation];
     let segments = &g.segments[..point.segments];
-    let total = g.snapshot.len + segments.iter().map(|s| s.len).sum::<u64>();
+    let total = segments
+        .iter()
+        .fold(g.snapshot.len, |t, s| t.saturating_add(s.len));
     progress.begin(&format!("restore {}", g.id), total);
+    let temp = temp_path(path);
     let result = (|| {
+        // Nothing the manifest says is trusted before it is checked: keys
+        // must lie under their generation, sizes within bounds.
+        let under = format!("{}/", Generation::dir(&g.id));
+        if !g.snapshot.key.starts_with(&under) {
+            return Err(Failure::from(ReplicateError::corrupt(
+                remote.path(&g.snapshot.key).to_string(),
+                format!(
+                    "the manifest lists it for generation {}, outside its directory",
+                    g.id
+                ),
+            )));
+        }
+        for (k, entry) in segments.iter().enumerate() {
+            let reason = if !entry.key.starts_with(&under) {
+                Some(format!(
+                    "listed for generation {}, outside its directory",
+                    g.id
+                ))
+            } else if entry.len > MAX_SEGMENT_OBJECT_BYTES {
+                Some(format!(
+                    "the manifest says {} bytes, more than a segment may have ({MAX_SEGMENT_OBJECT_BYTES})",
+                    entry.len
+                ))
+            } else if entry.first_seq >= entry.end_seq {
+                Some("the manifest gives it an empty sequence range".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Failure {
+                    error: ReplicateError::corrupt(remote.path(&entry.key).to_string(), reason),
+                    segments_ok: Some(k),
+                });
+            }
+        }
         // The snapshot: download under a temporary name, check its
         // checksum and every checksum inside it, then put it in place.
         let snapshot_key = remote.path(&g.snapshot.key).to_string();
-        let temp = path.with_file_name(format!(
-            ".{}.restore-tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
         let mut file = std::fs::File::create(&temp).map_err(|e| ReplicateError::io(&temp, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-        let (len, crc) = remote.get_stream(&g.snapshot.key, &mut out, progress)?;
+        let crc = remote.get_stream(&g.snapshot.key, g.snapshot.len, &mut out, progress)?;
+        let len = g.snapshot.len;
         out.flush().map_err(|e| ReplicateError::io(&temp, e))?;
         drop(out);
         file.sync_all().map_err(|e| ReplicateError::io(&temp, e))?;
@@ -202,6 +288,18 @@ fn restore_point(
             crc32: g.snapshot.header_crc32,
             len: g.snapshot.len,
         };
+        if let Some(last) = info.last_seq
+            && last.checked_add(1) != Some(g.base_seq)
+        {
+            return Err(ReplicateError::corrupt(
+                snapshot_key,
+                format!(
+                    "the snapshot holds operations up to sequence {last}, but the manifest says its generation's log starts at {}",
+                    g.base_seq
+                ),
+            )
+            .into());
+        }
         if info.fingerprint != fingerprint {
             return Err(ReplicateError::corrupt(
                 snapshot_key,
@@ -209,44 +307,78 @@ fn restore_point(
             )
             .into());
         }
-        // The log: every segment verified, cut at the target.
-        let mut frames: Vec<RawFrame> = Vec::new();
+        // The log: segment by segment, each downloaded and verified whole
+        // before its frames are written, cut at the target. At most one
+        // segment is in memory, whatever the length of the log.
+        let mut pending: std::collections::VecDeque<RawFrame> = Default::default();
+        let mut k = 0usize;
         let mut next = g.base_seq;
         let mut bytes = len;
-        for (k, entry) in segments.iter().enumerate() {
-            let fail = |error| Failure {
-                error,
-                segments_ok: Some(k),
-            };
-            let key = remote.path(&entry.key).to_string();
-            let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
-            let (got, _) = remote
-                .get_stream(&entry.key, &mut buf, progress)
-                .map_err(fail)?;
-            bytes += got;
-            let (header, seg_frames) = format::decode_segment(&key, &buf).map_err(fail)?;
-            if header.first_seq != entry.first_seq
-                || header.end_seq != entry.end_seq
-                || header.body_crc != entry.crc32
-                || got != entry.len
-                || header.first_seq != next
-            {
-                return Err(fail(ReplicateError::corrupt(
-                    key,
-                    "the segment is not the one the manifest names",
-                )));
-            }
-            next = header.end_seq;
-            for frame in seg_frames {
-                if frame.end_seq() > point.end_seq {
-                    break;
+        let mut frames = 0u64;
+        let mut end_seq = g.base_seq;
+        let mut failure: Option<Failure> = None;
+        let mut done = false;
+        let mut pull = || -> iqdb_persist::Result<Option<RawFrame>> {
+            loop {
+                if done {
+                    return Ok(None);
                 }
-                frames.push(frame);
+                if let Some(frame) = pending.pop_front() {
+                    if frame.end_seq() > point.end_seq {
+                        done = true;
+                        return Ok(None);
+                    }
+                    frames += 1;
+                    end_seq = frame.end_seq();
+                    return Ok(Some(frame));
+                }
+                let Some(entry) = segments.get(k) else {
+                    return Ok(None);
+                };
+                let fail = |error| Failure {
+                    error,
+                    segments_ok: Some(k),
+                };
+                let key = remote.path(&entry.key).to_string();
+                // Bounded above: `entry.len` was checked against the maximum.
+                let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
+                let checked = remote
+                    .get_stream(&entry.key, entry.len, &mut buf, progress)
+                    .and_then(|_| format::decode_segment(&key, &buf))
+                    .and_then(|(header, seg_frames)| {
+                        if header.first_seq != entry.first_seq
+                            || header.end_seq != entry.end_seq
+                            || header.body_crc != entry.crc32
+                            || header.first_seq != next
+                        {
+                            return Err(ReplicateError::corrupt(
+                                key.clone(),
+                                "the segment is not the one the manifest names",
+                            ));
+                        }
+                        Ok((header, seg_frames))
+                    });
+                match checked {
+                    Ok((header, seg_frames)) => {
+                        bytes = bytes.saturating_add(entry.len);
+                        next = header.end_seq;
+                        pending.extend(seg_frames);
+                        k += 1;
+                    }
+                    Err(error) => {
+                        failure = Some(fail(error));
+                        return Err(iqdb_persist::PersistError::InvalidPayload {
+                            reason: "a segment failed to download or verify",
+                        });
+                    }
+                }
             }
+        };
+        let written = inspect::write_log_from(&fs, wal, fingerprint, g.base_seq, &mut pull);
+        if let Some(failure) = failure {
+            return Err(failure);
         }
-        let end_seq = frames.last().map_or(g.base_seq, RawFrame::end_seq);
-        inspect::write_log(&fs, wal, fingerprint, g.base_seq, &frames)
-            .map_err(|e| ReplicateError::persist(format!("writing {}", wal.display()), e))?;
+        written.map_err(|e| ReplicateError::persist(format!("writing {}", wal.display()), e))?;
         sync_dir(path)?;
         Ok(RestoreReport {
             path: path.to_path_buf(),
@@ -254,22 +386,51 @@ fn restore_point(
             generation: g.id.clone(),
             base_seq: g.base_seq,
             end_seq,
-            segments: segments.len(),
-            frames: frames.len() as u64,
+            segments: k,
+            frames,
             bytes,
             fell_back: None,
             elapsed: Duration::ZERO,
         })
     })();
     progress.end();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
     result
 }
 
-/// The directory must be empty or absent; it is created.
+/// Where the snapshot is downloaded before it is checked.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}{TEMP_SUFFIX}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ))
+}
+
+const TEMP_SUFFIX: &str = ".restore-tmp";
+
+/// The directory must be empty or absent; it is created. Leftover
+/// downloads of an interrupted restore (`.NAME.restore-tmp`) do not count:
+/// they are removed.
 fn prepare_dir(dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
+        Ok(entries) => {
+            let mut others = false;
+            for entry in entries {
+                let entry = entry.map_err(|e| ReplicateError::io(dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| ReplicateError::io(entry.path(), e))?;
+                } else {
+                    others = true;
+                }
+            }
+            if others {
                 return Err(ReplicateError::invalid(format!(
                     "{}: the restore directory is not empty",
                     dir.display()
@@ -294,4 +455,134 @@ fn sync_dir(path: &Path) -> Result<()> {
     StdFileSystem
         .sync_dir(dir)
         .map_err(|e| ReplicateError::io(dir, e))
+}
+
+/// What [`Replica::verify`](crate::Replica::verify) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Objects checked.
+    pub objects: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Damaged or missing objects.
+    pub problems: Vec<VerifyProblem>,
+}
+
+/// One damaged or missing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyProblem {
+    /// The object's key (with the replica's prefix).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A writer that only counts (verification keeps nothing).
+struct Discard;
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn verify(
+    remote: &Remote,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let problem = |report: &mut VerifyReport, key: &str, error: ReplicateError| -> Result<()> {
+        match error {
+            e @ (ReplicateError::Corrupt { .. } | ReplicateError::Missing { .. }) => {
+                report.problems.push(VerifyProblem {
+                    key: key.to_string(),
+                    reason: match e {
+                        ReplicateError::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                });
+                Ok(())
+            }
+            e => Err(e),
+        }
+    };
+    for g in &manifest.generations {
+        let under = format!("{}/", Generation::dir(&g.id));
+        let key = remote.path(&g.snapshot.key).to_string();
+        report.objects += 1;
+        progress.begin(&format!("verify {}", g.id), g.snapshot.len);
+        let got = if g.snapshot.key.starts_with(&under) {
+            remote.get_stream(&g.snapshot.key, g.snapshot.len, &mut Discard, progress)
+        } else {
+            Err(ReplicateError::corrupt(
+                &key,
+                "listed outside its generation's directory",
+            ))
+        };
+        progress.end();
+        match got {
+            Ok(crc) if crc == g.snapshot.crc32 => report.bytes += g.snapshot.len,
+            Ok(crc) => problem(
+                &mut report,
+                &key,
+                ReplicateError::corrupt(
+                    &key,
+                    format!(
+                        "CRC-32 {crc:08x}; the manifest says {:08x}",
+                        g.snapshot.crc32
+                    ),
+                ),
+            )?,
+            Err(e) => problem(&mut report, &key, e)?,
+        }
+        let mut next = g.base_seq;
+        for entry in &g.segments {
+            let key = remote.path(&entry.key).to_string();
+            report.objects += 1;
+            let checked = (|| {
+                if !entry.key.starts_with(&under) {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        "listed outside its generation's directory",
+                    ));
+                }
+                if entry.len > MAX_SEGMENT_OBJECT_BYTES {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        format!(
+                            "the manifest says {} bytes, more than a segment may have",
+                            entry.len
+                        ),
+                    ));
+                }
+                let mut buf = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
+                remote.get_stream(&entry.key, entry.len, &mut buf, progress)?;
+                let (header, _) = format::decode_segment(&key, &buf)?;
+                if header.first_seq != entry.first_seq
+                    || header.end_seq != entry.end_seq
+                    || header.body_crc != entry.crc32
+                    || header.frames != entry.frames
+                    || header.first_seq != next
+                {
+                    return Err(ReplicateError::corrupt(
+                        &key,
+                        "the segment is not the one the manifest names",
+                    ));
+                }
+                Ok(())
+            })();
+            next = entry.end_seq;
+            match checked {
+                Ok(()) => report.bytes += entry.len,
+                Err(e) => problem(&mut report, &key, e)?,
+            }
+        }
+    }
+    Ok(report)
 }

@@ -23,7 +23,7 @@ use crate::error::{ReplicateError, Result};
 /// to the usual AWS environment variables (`AWS_ENDPOINT_URL`,
 /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ALLOW_HTTP`, ...).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StoreOptions {
     /// The endpoint, for example `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
@@ -39,6 +39,30 @@ pub struct StoreOptions {
     pub access_key_id: Option<String>,
     /// The secret key (else `AWS_SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<String>,
+    /// Send unsigned requests (public buckets, local test servers). By
+    /// default credentials come from these options, then `object_store`'s
+    /// chain: the `AWS_*` variables, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`),
+    /// container credentials, and the instance-metadata service.
+    pub unsigned: Option<bool>,
+}
+
+impl fmt::Debug for StoreOptions {
+    /// Never shows the secret key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("max_retries", &self.max_retries)
+            .field("timeout", &self.timeout)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("unsigned", &self.unsigned)
+            .finish()
+    }
 }
 
 /// A parsed replica URL.
@@ -196,22 +220,44 @@ fn open_s3(bucket: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>>
     if let Some(secret) = &options.secret_access_key {
         builder = builder.with_secret_access_key(secret);
     }
-    let has_credentials = options.access_key_id.is_some()
-        || std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
-        || std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
-        || std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
-        || std::env::var_os("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some();
-    if !has_credentials {
-        // Never fall back to the instance-metadata service: without
-        // credentials, requests go unsigned (fine for a local test server;
-        // a real bucket answers 403, which says what is missing).
-        tracing::warn!("no AWS credentials configured: sending unsigned S3 requests");
+    if options.unsigned == Some(true) {
         builder = builder.with_skip_signature(true);
     }
+    // Otherwise object_store's own credential chain: explicit keys, the
+    // AWS_* variables, web identity, container credentials, instance
+    // metadata.
     let store = builder
         .build()
         .map_err(|e| ReplicateError::store(format!("configuring s3://{bucket}"), e))?;
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secret_key() {
+        let options = StoreOptions {
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("wJalrXUtnFEMI-very-secret".into()),
+            ..StoreOptions::default()
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(
+            shown.contains("AKIDEXAMPLE") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn file_replicas_are_fsynced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = LocalStore::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{:?}", store.inner);
+        assert!(shown.contains("fsync: true"), "{shown}");
+    }
 }
 
 #[cfg(not(feature = "aws"))]
@@ -242,8 +288,11 @@ impl LocalStore {
     ///
     /// When `dir` cannot be used as a root.
     pub fn new(dir: &std::path::Path) -> Result<Self> {
+        // Durable as an object store's writes are: each object fsynced
+        // with its directory before the put returns.
         let inner = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| ReplicateError::store(format!("opening {}", dir.display()), e))?;
+            .map_err(|e| ReplicateError::store(format!("opening {}", dir.display()), e))?
+            .with_fsync(true);
         Ok(Self {
             inner,
             lock_path: dir.join(".iqdb-replica.lock"),

@@ -561,10 +561,14 @@ impl RawFrame {
         crate::checksum::verify(&bytes[head..], stored)?;
         let body = wal::format::decode_body(2, &bytes[head..])?;
         let first_seq = body.first_seq.ok_or(bad("frame has no sequence number"))?;
+        let operations = body.ops.len() as u64;
+        if first_seq.checked_add(operations).is_none() {
+            return Err(bad("frame's sequence numbers overflow"));
+        }
         Ok(Self {
             offset: 0,
             first_seq,
-            operations: body.ops.len() as u64,
+            operations,
             bytes,
         })
     }
@@ -572,7 +576,9 @@ impl RawFrame {
     /// The sequence number after its last operation.
     #[must_use]
     pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.operations
+        // `from_bytes` refuses frames whose numbers overflow; saturating
+        // keeps a hand-built one from panicking.
+        self.first_seq.saturating_add(self.operations)
     }
 }
 
@@ -654,6 +660,21 @@ pub fn write_log(
     base_seq: u64,
     frames: &[RawFrame],
 ) -> Result<()> {
+    let mut frames = frames.iter();
+    write_log_from(fs, path, snapshot, base_seq, || Ok(frames.next()))
+}
+
+/// As [`write_log`], with the frames pulled one at a time from `pull`
+/// (until it returns `None`), so that a log of any length is written in
+/// bounded memory (a restore downloads it segment by segment). An error
+/// from `pull` abandons the log (nothing is installed) and is returned.
+pub fn write_log_from<F: std::borrow::Borrow<RawFrame>>(
+    fs: &std::sync::Arc<dyn FileSystem>,
+    path: &Path,
+    snapshot: SnapshotFingerprint,
+    base_seq: u64,
+    mut pull: impl FnMut() -> Result<Option<F>>,
+) -> Result<()> {
     use crate::wal::format::{FRAME_HEAD_LEN, V2_BODY_PREFIX, WalHeader};
     let header = WalHeader {
         version: 2,
@@ -670,8 +691,8 @@ pub fn write_log(
         let mut offset = header_bytes.len() as u64;
         let mut next = base_seq;
         let mut copy = Vec::new();
-        for frame in frames {
-            let bytes = &frame.bytes;
+        while let Some(frame) = pull()? {
+            let bytes = &frame.borrow().bytes;
             let bad = |reason| PersistError::InvalidPayload { reason };
             if bytes.len() < head + V2_BODY_PREFIX {
                 return Err(bad("frame is too short to be a v2 frame"));
@@ -684,7 +705,9 @@ pub fn write_log(
                     "frames are not numbered consecutively from the base sequence",
                 ));
             }
-            next += body.ops.len() as u64;
+            next = next
+                .checked_add(body.ops.len() as u64)
+                .ok_or(bad("frame's sequence numbers overflow"))?;
             copy.clear();
             copy.extend_from_slice(bytes);
             copy[head + 9..head + 17].copy_from_slice(&offset.to_le_bytes());
