@@ -34,7 +34,8 @@ use crate::wal::record::{self, Operation};
 #[derive(Debug)]
 struct SyncState {
     file: Arc<dyn FileHandle>,
-    /// Bumped when the log file is replaced.
+    /// Bumped when the log file is replaced or cut: an fsync that started
+    /// before is not recorded.
     generation: u64,
     /// Log length written so far.
     written: u64,
@@ -274,6 +275,10 @@ impl WalWriter {
         let mut state = self.shared.lock();
         state.written = self.end;
         state.synced = state.synced.min(self.end);
+        // An fsync in flight (the flusher's) may have covered the cut bytes
+        // only; its result must not mark the frame written next in their
+        // place as synced.
+        state.generation += 1;
         Ok(())
     }
 
