@@ -69,7 +69,8 @@ for n, raw in enumerate(open(path, encoding="utf-8"), 1):
     key, _, rest = line.partition(" ")
     if key == "site":
         ident, _, desc = rest.partition(" ")
-        cur = {"id": ident, "desc": desc, "ci": False, "file": None, "find": [], "replace": []}
+        cur = {"id": ident, "desc": desc, "ci": False, "file": None,
+               "pairs": [{"find": [], "replace": []}]}
         sites.append(cur)
     elif cur is None:
         sys.exit(f"{path}:{n}: a field before the first `site`")
@@ -77,22 +78,26 @@ for n, raw in enumerate(open(path, encoding="utf-8"), 1):
         cur["ci"] = True
     elif key == "file":
         cur["file"] = rest
+    elif key == "also" and not rest:
+        cur["pairs"].append({"find": [], "replace": []})
     elif key in ("find", "replace"):
-        cur[key].append(rest)
+        cur["pairs"][-1][key].append(rest)
     else:
         sys.exit(f"{path}:{n}: unknown field {key!r}")
 ids = [s["id"] for s in sites]
 if len(set(ids)) != len(ids):
     sys.exit(f"{path}: duplicate site ids")
 for s in sites:
-    if not s["file"] or not s["find"]:
-        sys.exit(f"{path}: site {s['id']} needs a file and a find")
+    if not s["file"] or not all(p["find"] for p in s["pairs"]):
+        sys.exit(f"{path}: site {s['id']} needs a file and a find (in each part)")
     text = open(s["file"], encoding="utf-8").read()
-    needle = "\n".join(s["find"]) + "\n"
-    count = text.count(needle)
-    if count != 1:
-        sys.exit(f"{path}: site {s['id']}: the find text occurs {count} times in {s['file']} (must be once)")
-    s["text"], s["needle"] = text, needle
+    for p in s["pairs"]:
+        needle = "\n".join(p["find"]) + "\n"
+        count = text.count(needle)
+        if count != 1:
+            sys.exit(f"{path}: site {s['id']}: the find text occurs {count} times in {s['file']} (must be once)")
+        text = text.replace(needle, "".join(r + "\n" for r in p["replace"]))
+    s["mutated"] = text
 if cmd == "list":
     for s in sites:
         print(f"{s['id']}\t{s['file']}\t{'ci' if s['ci'] else '-'}\t{s['desc']}")
@@ -100,9 +105,8 @@ elif cmd == "apply":
     s = next((s for s in sites if s["id"] == sys.argv[3]), None)
     if s is None:
         sys.exit(f"no site {sys.argv[3]}")
-    replacement = "".join(r + "\n" for r in s["replace"])
     with open(s["file"], "w", encoding="utf-8") as out:
-        out.write(s["text"].replace(s["needle"], replacement))
+        out.write(s["mutated"])
 else:
     sys.exit(f"unknown command {cmd}")
 PY
