@@ -904,3 +904,37 @@ fn a_salvage_repair_is_durable_when_it_returns() -> TestResult {
     assert_eq!(big_ids(db.index())?, [0, 1].into_iter().collect());
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Sequence numbers across a fresh log.
+
+/// A fresh log started by a load (here: the log is gone) numbers its first
+/// operation right after the last one the snapshot holds, never reusing
+/// one (replication keys objects by these numbers).
+#[test]
+fn a_fresh_log_continues_the_snapshots_sequence() -> TestResult {
+    let fs = SimFs::new();
+    let mut db = open(&fs, WalFormat::V2, FsyncPolicy::Always)?;
+    for i in 0..3 {
+        insert(&mut db, i)?;
+    }
+    db.checkpoint().map_err(|e| e.to_string())?;
+    assert_eq!(db.next_sequence(), Some(4));
+    db.close().map_err(|e| e.to_string())?;
+    fs.remove_file(Path::new(WAL)).map_err(|e| e.to_string())?;
+    fs.sync_dir(Path::new("/db")).map_err(|e| e.to_string())?;
+    let mut db = PersistedIndex::<VectorStore>::load_with_options(
+        config(FsyncPolicy::Always),
+        sim(&fs, WalFormat::V2),
+    )
+    .map_err(|e| format!("load: {e}"))?;
+    assert!(db.recovery_report().wal_created);
+    assert_eq!(
+        db.next_sequence(),
+        Some(4),
+        "the fresh log reuses or skips a sequence number"
+    );
+    insert(&mut db, 3)?;
+    assert_eq!(db.next_sequence(), Some(5));
+    Ok(())
+}
