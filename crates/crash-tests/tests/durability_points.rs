@@ -938,3 +938,59 @@ fn a_fresh_log_continues_the_snapshots_sequence() -> TestResult {
     assert_eq!(db.next_sequence(), Some(5));
     Ok(())
 }
+
+/// A 1.0-format (v1) log loaded with the default options: one that holds
+/// operations is kept (and appended to) in its own format, so they survive
+/// the next load too; an empty one is switched to the current format.
+#[test]
+fn a_load_switches_only_an_empty_log_to_the_current_format() -> TestResult {
+    let fs = SimFs::new();
+    let mut db = open(&fs, WalFormat::V1, FsyncPolicy::Always)?;
+    for i in 0..3 {
+        insert(&mut db, i)?;
+    }
+    db.close().map_err(|e| e.to_string())?;
+    let reload = |what: &str| {
+        PersistedIndex::<VectorStore>::load_with_options(
+            config(FsyncPolicy::Always),
+            sim(&fs, WalFormat::V2),
+        )
+        .map_err(|e| format!("{what}: {e}"))
+    };
+    let mut db = reload("first load with the default options")?;
+    let first_version = db.recovery_report().wal_version;
+    insert(&mut db, 3)?;
+    db.close().map_err(|e| e.to_string())?;
+    let db = reload("second load")?;
+    let found = store_model(db.index())?;
+    if found != (0..4).collect::<Model>() {
+        return Err(format!(
+            "after two loads the database holds {found:?}, not 0..4 (the first load started \
+             a log of format {first_version:?})"
+        ));
+    }
+    assert_eq!(
+        first_version,
+        Some(1),
+        "a log with operations changed format"
+    );
+    db.close().map_err(|e| e.to_string())?;
+
+    // An empty v1 log (a fresh 1.0 database) is switched.
+    let fs = SimFs::new();
+    open(&fs, WalFormat::V1, FsyncPolicy::Always)?
+        .close()
+        .map_err(|e| e.to_string())?;
+    let db = PersistedIndex::<VectorStore>::load_with_options(
+        config(FsyncPolicy::Always),
+        sim(&fs, WalFormat::V2),
+    )
+    .map_err(|e| format!("load of an empty v1 log: {e}"))?;
+    assert_eq!(
+        db.recovery_report().wal_version,
+        Some(2),
+        "an empty v1 log was not switched"
+    );
+    assert!(db.recovery_report().wal_created);
+    Ok(())
+}
