@@ -590,6 +590,8 @@ struct Events {
     cuts: u64,
     /// Writes after the first cut.
     writes_after_cut: u64,
+    /// All writes.
+    writes: u64,
 }
 
 /// Hooks on the log that force one interleaving of the writer thread and
@@ -605,6 +607,9 @@ struct Hooks {
     /// and that fsync returns to the flusher only after a write following
     /// the cut.
     flush_across_cut: AtomicBool,
+    /// The next background fsync returns to the flusher only after the
+    /// next write (to any log file).
+    flush_until_next_write: AtomicBool,
 }
 
 impl Hooks {
@@ -657,6 +662,7 @@ impl FileHandle for HookedLog {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         let result = self.inner.write_all_at(buf, offset);
         self.hooks.update(|e| {
+            e.writes += 1;
             if e.cuts > 0 {
                 e.writes_after_cut += 1;
             }
@@ -688,6 +694,10 @@ impl FileHandle for HookedLog {
             hooks.update(|e| e.flushes_started += 1);
             if hooks.flush_across_cut.swap(false, Ordering::SeqCst) {
                 hooks.wait(|e| e.writes_after_cut > 0);
+            }
+            if hooks.flush_until_next_write.swap(false, Ordering::SeqCst) {
+                let writes = hooks.events().writes;
+                hooks.wait(|e| e.writes > writes);
             }
             hooks.update(|e| e.flushes += 1);
         }
@@ -1023,4 +1033,94 @@ fn a_load_switches_only_an_empty_log_to_the_current_format() -> TestResult {
     );
     assert!(db.recovery_report().wal_created);
     Ok(())
+}
+
+/// The flusher's fsync of the old log is in flight while a checkpoint
+/// installs a fresh log and a write lands in it: that fsync's result must
+/// not mark the new log synced (`replace_file` bumps the generation).
+#[test]
+fn a_flushers_fsync_in_flight_across_a_checkpoint_is_not_recorded() -> TestResult {
+    let sim = SimFs::new();
+    let hooks = Arc::new(Hooks::default());
+    let fs = Arc::new(HookedFs {
+        inner: sim.clone(),
+        hooks: hooks.clone(),
+    });
+    let store = VectorStore::new(BIG_DIM, DistanceMetric::Euclidean, Default::default())
+        .map_err(|e| e.to_string())?;
+    let mut db = PersistedIndex::open_with_options(
+        store,
+        config(FsyncPolicy::Periodic(Duration::from_millis(20))),
+        options(fs, WalFormat::V2),
+    )
+    .map_err(|e| format!("open_with: {e}"))?;
+    hooks.flush_until_next_write.store(true, Ordering::SeqCst);
+    let started = hooks.events().flushes_started;
+    insert_big(&mut db, 0)?;
+    hooks.wait(|e| e.flushes_started > started);
+    assert!(
+        hooks.events().flushes_started > started,
+        "the flusher never fsynced"
+    );
+    db.checkpoint().map_err(|e| format!("checkpoint: {e}"))?;
+    // The same length as record 0's frame, in the fresh log.
+    insert_big(&mut db, 1)?;
+    db.sync().map_err(|e| e.to_string())?;
+    let image = sim.durable_image();
+    let reloaded = load_big(
+        &image,
+        WalFormat::V2,
+        FsyncPolicy::Always,
+        RecoveryMode::TolerateTornTail,
+    )
+    .map_err(|e| format!("the disk does not load: {e}"))?;
+    let found = big_ids(reloaded.index())?;
+    drop(db);
+    if found != [0, 1].into_iter().collect() {
+        return Err(format!(
+            "sync() returned Ok but the disk holds {found:?}, not [0, 1]: the old log's fsync \
+             was recorded for the new log"
+        ));
+    }
+    Ok(())
+}
+
+/// A handle poisoned by a checkpoint that failed after installing its
+/// snapshot, with every write synced: `close()` has nothing to sync and
+/// returns `Ok` (an error means acknowledged writes may be lost).
+#[test]
+fn close_of_a_poisoned_handle_with_nothing_unsynced_is_ok() -> TestResult {
+    let wal = WalFormat::V2;
+    let run = |fs: &SimFs| -> Result<(PersistedIndex<VectorStore>, u64), String> {
+        let mut db = open(fs, wal, FsyncPolicy::Always)?;
+        for i in 0..3 {
+            insert(&mut db, i)?;
+        }
+        Ok((db, fs.operation_count()))
+    };
+    let probe = SimFs::new();
+    let (mut db, before) = run(&probe)?;
+    db.checkpoint().map_err(|e| e.to_string())?;
+    drop(db);
+    let last_dir_sync = probe
+        .trace()
+        .into_iter()
+        .filter(|(n, k, _)| *n >= before && *k == OpKind::SyncDir)
+        .map(|t| t.0)
+        .next_back()
+        .ok_or("the checkpoint fsyncs no directory")?;
+    let fs = SimFs::new();
+    let (mut db, _) = run(&fs)?;
+    fs.fail_operation(last_dir_sync, Fault::Io);
+    assert!(db.checkpoint().is_err(), "the injected fault did not fire");
+    let (id, vector, metadata) = record(9);
+    assert!(
+        matches!(
+            db.insert(id, vector, metadata),
+            Err(PersistError::Poisoned { .. })
+        ),
+        "the handle is not poisoned"
+    );
+    db.close()
+        .map_err(|e| format!("close() of a handle with nothing unsynced failed: {e}"))
 }
