@@ -15,11 +15,12 @@
 # Other variables: IQDB_MUTANTS_SUITE=fast (the crash tests only; default
 # full: crash tests + iqdb-persist's unit and integration tests),
 # IQDB_MUTANTS_JOBS (default 1), IQDB_MUTANTS_TIMEOUT (seconds per test run,
-# default 600), IQDB_MUTANTS_BASELINE (run|skip, default run), IQDB_MUTANTS_OUT
-# (default target/mutants), and the crash
-# tests' sizes IQDB_CRASH_RANDOM (default 4) and IQDB_KILL9_ITERATIONS
-# (default 5). Results: $IQDB_MUTANTS_OUT/mutants.out/{caught,missed,
-# timeout,unviable}.txt and outcomes.json.
+# default 600), IQDB_MUTANTS_BASELINE (run|skip, default run),
+# IQDB_MUTANTS_OUT (default target/mutants), IQDB_MUTANTS_NICE (default 10),
+# and the crash tests' sizes IQDB_CRASH_RANDOM (default 4) and
+# IQDB_KILL9_ITERATIONS (default 5). Results:
+# $IQDB_MUTANTS_OUT/mutants.out/{caught,missed,timeout,unviable}.txt and
+# outcomes.json.
 #
 # Needs cargo-mutants 27.x: cargo install cargo-mutants --locked --version 27.1.0
 set -euo pipefail
