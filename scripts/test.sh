@@ -9,7 +9,9 @@
 #   bash scripts/test.sh            # everything (about 15 minutes cold on 2 cores)
 #   IQDB_SKIP_FUZZ=1 bash scripts/test.sh   # without the fuzz smoke run
 #
-# Long soaks are opt-in: IQDB_KILL9_ITERATIONS=5000, IQDB_CRASH_RANDOM=5000.
+# Long soaks are opt-in: IQDB_KILL9_ITERATIONS=5000, IQDB_CRASH_RANDOM=5000;
+# the full deletion check and mutation run: scripts/sync-deletions.sh,
+# scripts/mutants.sh (docs/TESTING.md, "Mutation testing").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -40,6 +42,9 @@ bash scripts/upstream-tests.sh
 
 step "cargo-deny: licenses, duplicates, sources (advisories need the network: IQDB_DENY_ADVISORIES=1)"
 bash scripts/deny.sh
+
+step "durability points: deleting a critical fsync, directory fsync or synced update fails a test (CI slice)"
+if [ -z "$(git status --porcelain)" ]; then IQDB_MUTANTS_CI=1 bash scripts/sync-deletions.sh; else echo "skipped: uncommitted changes (scripts/sync-deletions.sh changes sources in place)"; fi
 
 step "documentation, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps

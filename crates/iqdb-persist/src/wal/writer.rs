@@ -34,7 +34,8 @@ use crate::wal::record::{self, Operation};
 #[derive(Debug)]
 struct SyncState {
     file: Arc<dyn FileHandle>,
-    /// Bumped when the log file is replaced.
+    /// Bumped when the log file is replaced or cut: an fsync that started
+    /// before is not recorded.
     generation: u64,
     /// Log length written so far.
     written: u64,
@@ -285,6 +286,9 @@ impl WalWriter {
         let mut state = self.shared.lock();
         state.written = self.end;
         state.synced = self.end;
+        // No fsync can be in flight here (the turn is held), but a result
+        // recorded for the old bytes must never count for the new ones.
+        state.generation += 1;
         Ok(())
     }
 
