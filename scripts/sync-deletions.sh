@@ -12,7 +12,7 @@
 #
 # Sources are changed in place, one file at a time, and always restored (an
 # EXIT/INT/TERM trap copies the original back); the script refuses to start
-# on a dirty tree. Logs: target/sync-deletions/<site>.log.
+# when sources under crates/ have uncommitted changes. Logs: target/sync-deletions/<site>.log.
 #
 # Environment: IQDB_SYNC_TIMEOUT (seconds per suite run, default 900),
 # IQDB_SYNC_SKIP_NEW=1 (without tests/durability_points.rs),
@@ -28,9 +28,9 @@ ci=${IQDB_MUTANTS_CI:-}
 timeout_s=${IQDB_SYNC_TIMEOUT:-900}
 baseline=${IQDB_SYNC_BASELINE:-$([ -n "$ci" ] && echo 0 || echo 1)}
 
-if [ -n "$(git status --porcelain)" ]; then
+if [ -n "$(git status --porcelain -- crates)" ]; then
   echo "sync-deletions: the tree has uncommitted changes; commit or stash them first" >&2
-  git status --short >&2
+  git status --short -- crates >&2
   exit 2
 fi
 mkdir -p "$logs"
