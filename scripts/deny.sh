@@ -10,10 +10,7 @@
 # duplicate crate at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=0.20.2
-if ! cargo deny --version 2>/dev/null | grep -q "$version"; then
-  cargo install --locked "cargo-deny@$version"
-fi
+bash scripts/install-tool.sh cargo-deny 0.20.2
 checks=(bans licenses sources)
 if [ -n "${IQDB_DENY_ADVISORIES:-}" ]; then checks+=(advisories); fi
 cargo deny --offline check "${checks[@]}"

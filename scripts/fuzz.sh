@@ -4,9 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install cargo-fuzz --locked
-fi
+bash scripts/install-tool.sh cargo-fuzz 0.13.2
 cargo run --quiet -p iqdb-persist-crash-tests --example fuzz_seeds -- fuzz/corpus
 cd fuzz
 for target in $(cargo fuzz list); do

@@ -6,7 +6,7 @@
 # this one, and short smoke runs of the benchmark and the fuzz targets.
 # Needs: a Rust toolchain, Python 3 with pip and venv, curl.
 #
-#   bash scripts/test.sh            # everything (about 15 minutes cold on 2 cores)
+#   bash scripts/test.sh            # everything (28 minutes cold on 2 cores in CI, 11 warm)
 #   IQDB_SKIP_FUZZ=1 bash scripts/test.sh   # without the fuzz smoke run
 #
 # Long soaks are opt-in: IQDB_KILL9_ITERATIONS=5000, IQDB_CRASH_RANDOM=5000;
