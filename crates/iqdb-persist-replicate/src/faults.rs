@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,6 +181,8 @@ pub struct FaultyStore {
     /// While frozen, calls fail after this long (else they wait).
     freeze_timeout: Mutex<Option<Duration>>,
     paused: AtomicBool,
+    /// Objects the listings yielded so far.
+    listed: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for FaultyStore {
@@ -216,6 +218,7 @@ impl FaultyStore {
             frozen: AtomicBool::new(false),
             freeze_timeout: Mutex::new(None),
             paused: AtomicBool::new(false),
+            listed: Arc::default(),
         }
     }
 
@@ -328,6 +331,14 @@ impl FaultyStore {
     #[must_use]
     pub fn calls(&self) -> u64 {
         self.lock().calls
+    }
+
+    /// How many objects the listings (`list`) have yielded so far, counted
+    /// as the caller consumes them — shared, so a hook can read it at an
+    /// exact point (showing a listing is processed page by page).
+    #[must_use]
+    pub fn listed(&self) -> Arc<AtomicU64> {
+        self.listed.clone()
     }
 
     /// The store underneath.
@@ -540,7 +551,17 @@ impl ObjectStore for FaultyStore {
             Some(Fault::Error | Fault::Timeout(_)) => {
                 futures::stream::once(async { Err(injected("injected: 503 on list")) }).boxed()
             }
-            _ => self.inner.list(prefix),
+            _ => {
+                let listed = self.listed.clone();
+                self.inner
+                    .list(prefix)
+                    .inspect(move |item| {
+                        if item.is_ok() {
+                            listed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                    .boxed()
+            }
         }
     }
 

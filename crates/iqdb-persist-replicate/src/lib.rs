@@ -101,6 +101,20 @@ pub use crate::store::{LocalStore, ReplicaUrl, StoreOptions, memory_store};
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What [`Replica::unlisted`] found: objects under `generations/` that the
+/// manifest does not list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnlistedObjects {
+    /// How many there are.
+    pub count: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// The first of their keys (relative to the prefix), in key order, at
+    /// most the number asked for; `count` says how many there are in all.
+    pub keys: Vec<String>,
+}
+
 /// A replica: an object store and a key prefix holding one database's
 /// generations, manifest and lease.
 #[derive(Debug)]
@@ -165,10 +179,28 @@ impl Replica {
     /// of fenced writers (the next replicator removes those of its epoch or
     /// older), or a running replicator's uploads not yet committed.
     ///
+    /// This returns every such key; a bucket with very many of them is
+    /// better summarised with [`unlisted`](Self::unlisted), which keeps at
+    /// most a given number of keys in memory.
+    ///
     /// # Errors
     ///
     /// Store errors, a damaged manifest.
     pub fn unlisted_objects(&self) -> Result<Vec<String>> {
+        Ok(self.unlisted(usize::MAX)?.keys)
+    }
+
+    /// The objects under `generations/` that the manifest does not list
+    /// (see [`unlisted_objects`](Self::unlisted_objects)): their number and
+    /// size, and the first `max_keys` of their keys in key order. The
+    /// listing is processed page by page as it streams in, so memory holds
+    /// the manifest's keys plus at most `max_keys` keys, however many
+    /// objects the bucket has.
+    ///
+    /// # Errors
+    ///
+    /// Store errors, a damaged manifest.
+    pub fn unlisted(&self, max_keys: usize) -> Result<UnlistedObjects> {
         let manifest = self.manifest()?;
         let listed: std::collections::HashSet<&str> = manifest
             .iter()
@@ -178,14 +210,34 @@ impl Replica {
                     .chain(g.segments.iter().map(|s| s.key.as_str()))
             })
             .collect();
-        let mut out: Vec<String> = self
-            .remote
-            .list(manifest::GENERATIONS_DIR)?
-            .iter()
-            .map(|m| self.remote.key_of(&m.location))
-            .filter(|k| !listed.contains(k.as_str()))
-            .collect();
-        out.sort();
+        let mut out = UnlistedObjects::default();
+        let mut kept = std::collections::BTreeSet::new();
+        let remote = &self.remote;
+        remote.for_each_listed(
+            manifest::GENERATIONS_DIR,
+            replicator::LIST_PAGE,
+            &mut |page| {
+                for meta in page {
+                    let key = remote.key_of(&meta.location);
+                    if listed.contains(key.as_str()) {
+                        continue;
+                    }
+                    out.count += 1;
+                    out.bytes = out.bytes.saturating_add(meta.size);
+                    if max_keys == 0 {
+                        continue;
+                    }
+                    if kept.len() < max_keys {
+                        kept.insert(key);
+                    } else if kept.last().is_some_and(|last| key < *last) {
+                        kept.pop_last();
+                        kept.insert(key);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        out.keys = kept.into_iter().collect();
         Ok(out)
     }
 

@@ -359,20 +359,6 @@ impl Remote {
         })
     }
 
-    /// Every object under `key_prefix` (a key prefix relative to the
-    /// replica's prefix, ending at a path segment).
-    pub(crate) fn list(&self, key_prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let path = self.path(key_prefix);
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut stream = self.store.list(Some(&path));
-            while let Some(meta) = stream.next().await {
-                out.push(meta.map_err(|e| ReplicateError::store(format!("listing {path}"), e))?);
-            }
-            Ok(out)
-        })
-    }
-
     /// Calls `each` for every object under `key_prefix` as the listing
     /// streams in (no list of every key is built); `each` may make
     /// requests of its own only through other runtimes, so it is called

@@ -465,19 +465,29 @@ impl Replicator {
             .partition(|(_, at)| all || *at <= now);
         self.pending_deletes = later;
         let mut paths = Vec::new();
+        let mut generations = Vec::new();
         for (what, _) in due {
             match what {
                 PendingDelete::Key(key) if !referenced.contains(&key) => {
                     paths.push(self.remote.path(&key));
                 }
                 PendingDelete::Generation(id) if !live_generations.contains(id.as_str()) => {
-                    let objects = self.remote.list(&Generation::dir(&id))?;
-                    paths.extend(objects.into_iter().map(|m| m.location));
+                    generations.push(id);
                 }
                 _ => {}
             }
         }
         report.deleted_objects += self.remote.delete(paths)?;
+        // A dropped generation's objects are deleted page by page as the
+        // listing streams in: memory stays bounded however many it has.
+        let remote = &self.remote;
+        for id in generations {
+            remote.for_each_listed(&Generation::dir(&id), LIST_PAGE, &mut |objects| {
+                report.deleted_objects +=
+                    remote.delete(objects.into_iter().map(|m| m.location).collect())?;
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 
@@ -1098,7 +1108,7 @@ impl Replicator {
         // objects the bucket holds.
         let (remote, lease) = (&self.remote, &mut self.lease);
         let mut deleted = 0;
-        remote.for_each_listed(GENERATIONS_DIR, 1000, &mut |objects| {
+        remote.for_each_listed(GENERATIONS_DIR, LIST_PAGE, &mut |objects| {
             let orphans: Vec<_> = objects
                 .into_iter()
                 .filter(|m| {
@@ -1419,6 +1429,11 @@ pub(crate) type Version = (Option<String>, Option<String>);
 /// Bytes a manifest may have (a generation of 256 segments takes about
 /// 100 KB; anything near this is not a manifest we wrote).
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Objects handled per page of a listing (the orphan sweep, deleting a
+/// dropped generation, [`Replica::unlisted`](crate::Replica::unlisted)):
+/// what a listing holds in memory at once.
+pub(crate) const LIST_PAGE: usize = 1000;
 
 /// The manifest and its version, if there is one.
 /// A manifest that does not verify is read twice more before it counts as

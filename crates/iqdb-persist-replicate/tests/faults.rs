@@ -631,3 +631,78 @@ fn the_orphan_sweep_pages_through_a_large_listing() {
     assert!(observer(&store).unlisted_objects().unwrap().is_empty());
     r.release().unwrap();
 }
+
+#[test]
+fn unlisted_keeps_at_most_the_keys_asked_for() {
+    let (store, _db, m) = populated();
+    let dir = format!("db/generations/{}/wal", m.generations[1].id);
+    for i in 0..2500u64 {
+        raw_put(
+            store.inner(),
+            &format!("{dir}/{i:020}-{i:020}-e00000001.seg"),
+            vec![0; 3],
+        );
+    }
+    let r = observer(&store);
+    let summary = r.unlisted(10).unwrap();
+    assert_eq!(summary.count, 2500);
+    assert_eq!(summary.bytes, 7500);
+    let mut all = r.unlisted_objects().unwrap();
+    assert_eq!(all.len(), 2500);
+    all.sort();
+    assert_eq!(summary.keys, all[..10].to_vec());
+    assert_eq!(r.unlisted(0).unwrap().keys, Vec::<String>::new());
+}
+
+/// Deleting a generation retention dropped consumes its listing page by
+/// page: the first delete goes out after at most one page was listed,
+/// although the generation holds thousands of objects.
+#[test]
+fn a_dropped_generation_is_deleted_page_by_page() {
+    let (store, mut db, m) = populated();
+    let old = &m.generations[0];
+    let dir = format!("db/generations/{}/wal", old.id);
+    for i in 0..2500u64 {
+        raw_put(
+            store.inner(),
+            &format!("{dir}/{i:020}-{i:020}-e00000001.seg"),
+            vec![0],
+        );
+    }
+    let clock = Arc::new(ManualClock::new());
+    let mut c = config(&db, &clock);
+    c.delete_grace = Duration::ZERO;
+    c.retain_generations = Some(1);
+    let mut r = Replicator::new(replica(&store), c).unwrap();
+    db.insert(1);
+    let listed = store.listed();
+    let before = listed.load(Ordering::SeqCst);
+    let at_first_delete = Arc::new(AtomicU64::new(u64::MAX));
+    {
+        let (listed, seen) = (listed.clone(), at_first_delete.clone());
+        store.before_next(Op::Delete, "", move |_| {
+            seen.store(listed.load(Ordering::SeqCst), Ordering::SeqCst);
+        });
+    }
+    let report = r.sync().unwrap();
+    assert_eq!(store.pending_hooks(), 0, "a delete was made");
+    assert!(report.pruned_generations >= 1, "{report:?}");
+    assert!(report.deleted_objects > 2500, "{report:?}");
+    let first = at_first_delete.load(Ordering::SeqCst) - before;
+    let total = listed.load(Ordering::SeqCst) - before;
+    assert!(
+        first <= 1000,
+        "{first} objects listed before the first delete"
+    );
+    assert!(total > 2500, "{total} listed in all");
+    let left = futures::executor::block_on(async {
+        use futures::StreamExt;
+        store
+            .inner()
+            .list(Some(&ObjPath::from(format!("db/generations/{}", old.id))))
+            .count()
+            .await
+    });
+    assert_eq!(left, 0);
+    r.release().unwrap();
+}
