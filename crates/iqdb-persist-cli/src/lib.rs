@@ -40,6 +40,8 @@
 //! | 4 | the database is locked by another writer (or the replica's lease is held by another replicator) |
 //! | 5 | a check failed or the operation failed for another reason (for example a `demo` check) |
 //! | 6 | `replicate`: fenced, another replicator took the replica over while this one ran |
+//! | 7 | `restore`: restored an earlier point, because the latest one is damaged |
+//! | 8 | `restore`: restored nothing (an empty replica, or no point matches `--at`) |
 //!
 //! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
 //! An error that ends a command is printed as one line on stderr (with
@@ -96,6 +98,7 @@ pub use crate::registry::{IndexSummary, LoadOutcome, Registry};
 
 /// The exit status of a command (see the [crate docs](crate) for the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// 0: healthy, or the operation succeeded.
     Healthy,
@@ -111,6 +114,12 @@ pub enum Status {
     Failed,
     /// 6: another replicator took the replica over (this one is fenced).
     Fenced,
+    /// 7: `restore` restored an earlier point because the latest one is
+    /// damaged (the report says what was damaged).
+    RestoredEarlier,
+    /// 8: `restore` restored nothing: the replica is empty (no manifest, no
+    /// generation) or holds no point matching `--at`.
+    NothingToRestore,
 }
 
 impl Status {
@@ -125,6 +134,8 @@ impl Status {
             Self::Locked => 4,
             Self::Failed => 5,
             Self::Fenced => 6,
+            Self::RestoredEarlier => 7,
+            Self::NothingToRestore => 8,
         }
     }
 
@@ -140,18 +151,21 @@ impl Status {
     }
 
     /// The more severe of two statuses (for combining problems): I/O and
-    /// lock failures over other failures over corruption over healthy.
+    /// lock failures over other failures over corruption over an earlier
+    /// restore point over healthy.
     #[must_use]
     pub fn worst(self, other: Self) -> Self {
         fn rank(s: Status) -> u8 {
             match s {
                 Status::Healthy => 0,
-                Status::Corrupt => 1,
-                Status::Failed => 2,
-                Status::Usage => 3,
-                Status::Io => 4,
-                Status::Locked => 5,
-                Status::Fenced => 6,
+                Status::RestoredEarlier => 1,
+                Status::Corrupt => 2,
+                Status::NothingToRestore => 3,
+                Status::Failed => 4,
+                Status::Usage => 5,
+                Status::Io => 6,
+                Status::Locked => 7,
+                Status::Fenced => 8,
             }
         }
         if rank(other) > rank(self) {
@@ -242,7 +256,9 @@ macro_rules! exit_codes {
   3  I/O error (not found, permission denied, ...)
   4  locked by another writer (or the replica's lease is held by another replicator)
   5  a check failed, or another failure
-  6  fenced: another replicator took the replica over while this one ran"
+  6  fenced: another replicator took the replica over while this one ran
+  7  restore: restored an earlier point, because the latest one is damaged
+  8  restore: restored nothing (empty replica, or no point matches --at)"
     };
 }
 pub(crate) use exit_codes;
@@ -579,10 +595,12 @@ mod tests {
             Status::Locked,
             Status::Failed,
             Status::Fenced,
+            Status::RestoredEarlier,
+            Status::NothingToRestore,
         ];
         let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
         codes.dedup();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
         for s in all {
             assert!(EXIT_CODES.contains(&format!("  {}  ", s.code())));
         }

@@ -222,6 +222,8 @@ pub(crate) fn status_word(status: Status, problems: &[Problem]) -> &'static str 
         Status::Io => "I/O ERROR",
         Status::Locked => "LOCKED",
         Status::Fenced => "FENCED",
+        Status::RestoredEarlier => "restored an earlier point",
+        Status::NothingToRestore => "NOTHING RESTORED",
         Status::Usage | Status::Failed => "FAILED",
     }
 }

@@ -180,7 +180,11 @@ fn end_to_end(target: &Target) {
         "--at",
         "999",
     ]));
-    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        code, 8,
+        "no point holds sequence 999: nothing restored: {err}"
+    );
+    assert!(err.contains("nothing restored"), "{err}");
 }
 
 #[test]
@@ -823,8 +827,8 @@ fn restore_if_flags_for_container_entrypoints() {
     assert!(stdout.contains("Nothing restored: no replica"), "{stdout}");
     let (code, _, err) = restore(&[]);
     assert_eq!(
-        code, 3,
-        "without the flag an empty replica is an error: {err}"
+        code, 8,
+        "without the flag an empty replica is 'nothing restored': {err}"
     );
 
     let mut db = TestDb::new();
@@ -858,6 +862,86 @@ fn restore_if_flags_for_container_entrypoints() {
     assert_ne!(
         code, 0,
         "without the flag a non-empty directory is refused: {err}"
+    );
+}
+
+/// Flips a byte of a replica object of a `file://` target (checked to
+/// change the file).
+fn damage_file_object(target: &Target, key: &str) {
+    let dir = target.url.strip_prefix("file://").unwrap();
+    let path = std::path::Path::new(dir).join(key);
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_ne!(
+        std::fs::read(&path).unwrap()[at],
+        bytes[at] ^ 0x55,
+        "the damage landed"
+    );
+}
+
+/// Each outcome of `restore` has its own exit code: 0 the latest point, 7
+/// an earlier point because the latest is damaged, 1 nothing (damaged, no
+/// intact earlier point), 8 nothing (an empty replica).
+#[test]
+fn restore_outcomes_have_distinct_exit_codes() {
+    let target = file_target();
+    let out = tempfile::tempdir().unwrap();
+    let restore = |name: &str, json: bool| {
+        let to = out.path().join(name);
+        let mut args = vec!["restore", target.url.as_str(), "--to", to.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let (code, stdout, err) = run(&mut target.cmd(&args));
+        (code, stdout, err, to)
+    };
+    let (code, stdout, err, _) = restore("empty", true);
+    assert_eq!(code, 8, "{stdout}{err}");
+    assert_eq!(json(&stdout)["exit_code"], 8, "{stdout}");
+
+    let mut db = TestDb::new();
+    db.insert(4);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    db.checkpoint();
+    db.insert(3);
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err, to) = restore("latest", false);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        stdout.contains("Status: restored (exit code 0)"),
+        "{stdout}"
+    );
+    check_restored(&to.join("db.iqdb"), 8);
+
+    let manifest = target.replica().manifest().unwrap().unwrap();
+    assert_eq!(manifest.generations.len(), 2);
+    damage_file_object(&target, &manifest.generations[1].snapshot.key);
+    let (code, stdout, err, to) = restore("earlier", true);
+    assert_eq!(code, 7, "{stdout}{err}");
+    let v = json(&stdout);
+    assert_eq!(v["exit_code"], 7, "{v}");
+    assert_eq!(v["restored"], true, "{v}");
+    assert!(v["fell_back"].as_str().is_some(), "{v}");
+    check_restored(&to.join("db.iqdb"), 5);
+    let (code, stdout, _, _) = restore("earlier-text", false);
+    assert_eq!(code, 7);
+    assert!(
+        stdout.contains("restored an earlier point (exit code 7)"),
+        "{stdout}"
+    );
+
+    damage_file_object(&target, &manifest.generations[0].snapshot.key);
+    let (code, stdout, err, to) = restore("none", false);
+    assert_eq!(code, 1, "nothing intact: {stdout}{err}");
+    assert_eq!(
+        std::fs::read_dir(&to).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left behind"
     );
 }
 
