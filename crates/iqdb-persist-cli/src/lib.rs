@@ -337,6 +337,9 @@ pub enum Command {
     /// The writer process of `demo` (internal).
     #[command(name = "__demo-writer", hide = true)]
     DemoWriter(demo::WriterArgs),
+    /// Panics (internal: tests the panic hook's output).
+    #[command(name = "__panic", hide = true)]
+    Panic,
 }
 
 /// What a command needs besides its arguments.
@@ -376,6 +379,7 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         Command::Bench(args) => bench::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::DemoWriter(args) => demo::run_writer(args, ctx),
+        Command::Panic => panic!("a deliberate panic (__panic)"),
         #[cfg(feature = "replication")]
         Command::Replicate(args) => replicate::run(args, ctx),
         #[cfg(feature = "replication")]
