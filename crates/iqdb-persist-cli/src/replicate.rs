@@ -35,14 +35,20 @@ use crate::{CliError, CliResult, Context, Status, exit_codes};
 /// Where the replica is and how to reach it.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// S3 endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL; else AWS).
-    #[arg(long, value_name = "URL")]
+    /// S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS's).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
     pub endpoint: Option<String>,
-    /// S3 region (else AWS_REGION; else us-east-1).
-    #[arg(long)]
+    /// S3 region (default: us-east-1).
+    #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Allow a plain-HTTP endpoint (else AWS_ALLOW_HTTP).
-    #[arg(long)]
+    /// Allow a plain-HTTP endpoint (the variable takes true/false, 1/0,
+    /// yes/no, on/off).
+    #[arg(
+        long,
+        env = "AWS_ALLOW_HTTP",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_http: bool,
     /// How long one request may take, retries included (replicate and
     /// restore: 30s; generations: 5s, so that it fails fast when the store

@@ -1144,3 +1144,34 @@ fn s3_replicate_started_during_an_outage_waits_for_the_store() {
     signal(&child, "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0), "{}", stderr());
 }
+
+/// The store flags name their environment variables in `--help`, and the
+/// variables are read through them (`AWS_ALLOW_HTTP` as a boolish value).
+#[test]
+fn store_flags_show_and_read_their_environment_variables() {
+    for sub in ["replicate", "restore", "generations"] {
+        let (code, out, err) = run(cli().args([sub, "--help"]));
+        assert_eq!(code, 0, "{err}");
+        for var in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP"] {
+            assert!(
+                out.contains(&format!("[env: {var}")),
+                "{sub}: {var}:\n{out}"
+            );
+        }
+    }
+    let target = file_target();
+    for value in ["1", "true", "0", "no"] {
+        let (code, out, err) = run(target
+            .cmd(&["generations", &target.url])
+            .env("AWS_ALLOW_HTTP", value));
+        assert_ne!(code, 2, "AWS_ALLOW_HTTP={value} is accepted: {out}{err}");
+    }
+    let (code, _, err) = run(target
+        .cmd(&["generations", &target.url])
+        .env("AWS_ALLOW_HTTP", "maybe"));
+    assert_eq!(code, 2, "a bad AWS_ALLOW_HTTP is a usage error: {err}");
+    assert!(
+        err.contains("AWS_ALLOW_HTTP") || err.contains("maybe"),
+        "{err}"
+    );
+}
