@@ -84,8 +84,38 @@ pub(crate) fn open_replica(url: &str, store: &StoreArgs) -> Result<Replica, CliE
 
 /// Opens a replica with these options.
 pub(crate) fn open_replica_with(url: &str, options: StoreOptions) -> Result<Replica, CliError> {
-    ReplicaUrl::parse(url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
-    Replica::open(url, &options).map_err(|e| replicate_error("", &e))
+    let url = normalize_url(url)?;
+    ReplicaUrl::parse(&url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
+    Replica::open(&url, &options).map_err(|e| replicate_error("", &e))
+}
+
+/// A `file://` URL with its path percent-decoded (`file:///tmp/a%20b` is
+/// the directory `/tmp/a b`), parsed by the `url` crate; other URLs as
+/// given.
+pub(crate) fn normalize_url(text: &str) -> Result<String, CliError> {
+    if !text.starts_with("file:") {
+        return Ok(text.to_string());
+    }
+    let bad = |why: &str| CliError::new(Status::Usage, format!("{text}: {why}"));
+    let parsed = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    if parsed
+        .host_str()
+        .is_some_and(|h| !h.is_empty() && h != "localhost")
+    {
+        return Err(bad(
+            "a file:// URL names no host (file:///DIR for a local directory)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("a file:// URL has no query or fragment"));
+    }
+    let path = parsed
+        .to_file_path()
+        .map_err(|()| bad("not an absolute local path (file:///DIR)"))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| bad("the decoded path is not UTF-8"))?;
+    Ok(format!("file://{path}"))
 }
 
 /// A replication error as a command error, with its exit status.
@@ -109,20 +139,25 @@ pub(crate) fn replicate_error(context: &str, error: &ReplicateError) -> CliError
     CliError::new(status, message)
 }
 
-/// Parses `500ms`, `1s`, `2.5m`, `3h`, `7d` (a bare number is seconds).
+/// Parses a duration: humantime's forms (`500ms`, `10s`, `5min`, `2h`,
+/// `7d`, `1h 30m`), plus what earlier versions took: a bare number of
+/// seconds (`3`) and a decimal number with a unit (`2.5m`, `0.5s`).
 ///
 /// # Errors
 ///
 /// A message for anything else.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(d);
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 1s, 5m, 2h, 7d)"))?;
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 1s, 5m, 2h, 7d, 1h 30m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -524,13 +559,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn file_urls_are_percent_decoded() {
+        let ok = |u: &str| normalize_url(u).map_err(|e| e.message);
+        assert_eq!(ok("file:///tmp/a%20b"), Ok("file:///tmp/a b".to_string()));
+        assert_eq!(
+            ok("file:///tmp/plain/"),
+            Ok("file:///tmp/plain/".to_string())
+        );
+        assert_eq!(
+            ok("file://localhost/tmp/x"),
+            Ok("file:///tmp/x".to_string())
+        );
+        assert_eq!(ok("s3://b/p%20q"), Ok("s3://b/p%20q".to_string()));
+        for bad in ["file://host/tmp/x", "file:///tmp/x?y=1", "file:///tmp/x#f"] {
+            let status = normalize_url(bad).err().map(|e| e.status);
+            assert_eq!(status, Some(Status::Usage), "{bad}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5x").is_err());
     }
 }

@@ -1175,3 +1175,48 @@ fn store_flags_show_and_read_their_environment_variables() {
         "{err}"
     );
 }
+
+/// A `file://` URL is percent-decoded: `a%20b` is the directory `a b`.
+/// Durations take humantime's forms (`1h 30m`, `500ms`) and the older
+/// decimal ones (`0.5s`).
+#[test]
+fn file_urls_are_percent_decoded_and_durations_are_humantime() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica_dir = dir.path().join("a b");
+    let url = format!("file://{}/a%20b", dir.path().display());
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, out, err) = run(cli().args([
+        "replicate",
+        &path,
+        "--to",
+        &url,
+        "--once",
+        "--interval",
+        "500ms",
+        "--lease-ttl",
+        "1h 30m",
+        "--delete-grace",
+        "0.5s",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        json(&out)["url"],
+        format!("file://{}", replica_dir.display()),
+        "{out}"
+    );
+    assert!(
+        replica_dir.join("manifest").exists(),
+        "objects are under {}",
+        replica_dir.display()
+    );
+    assert!(!dir.path().join("a%20b").exists());
+    let to = dir.path().join("restored");
+    let (code, out, err) = run(cli().args(["restore", &url, "--to", to.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}{err}");
+    check_restored(&to.join("db.iqdb"), 4);
+    let (code, _, err) = run(cli().args(["replicate", &path, "--to", &url, "--interval", "soon"]));
+    assert_eq!(code, 2, "{err}");
+}
