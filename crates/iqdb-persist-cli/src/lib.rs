@@ -46,6 +46,7 @@
 //! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
 //! An error that ends a command is printed as one line on stderr (with
 //! `--json`, also as `{"error": ..., "exit_code": ...}` on stdout).
+//! `-q/--quiet` prints nothing on stdout: only errors, on stderr.
 //!
 //! ## Using it as a library: the index registry
 //!
@@ -299,7 +300,9 @@ pub struct Cli {
     /// Print one JSON document (JSON lines for `wal dump`) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress bars (they are also hidden when stderr is not a terminal).
+    /// Nothing on stdout (no report, no JSON) and no progress bars: only
+    /// errors, on stderr, and the exit code. (Progress bars are also hidden
+    /// when stderr is not a terminal.)
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// The subcommand.
@@ -426,9 +429,18 @@ where
         Err(e) => return usage_error(&e),
     };
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut locked;
+    let mut sink;
+    let out: &mut dyn Write = if cli.quiet {
+        // By convention: nothing on stdout but errors (which go to stderr).
+        sink = io::sink();
+        &mut sink
+    } else {
+        locked = stdout.lock();
+        &mut locked
+    };
     let mut ctx = Context {
-        out: &mut out,
+        out,
         json: cli.json,
         progress: !cli.quiet && io::stderr().is_terminal(),
         registry,

@@ -1220,3 +1220,30 @@ fn file_urls_are_percent_decoded_and_durations_are_humantime() {
     let (code, _, err) = run(cli().args(["replicate", &path, "--to", &url, "--interval", "soon"]));
     assert_eq!(code, 2, "{err}");
 }
+
+/// `-q`: `replicate`, `restore` and `generations` print nothing on stdout.
+#[test]
+fn quiet_replication_commands_print_nothing_on_stdout() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("r");
+    let to = to.to_str().unwrap();
+    for args in [
+        vec!["-q", "replicate", &path, "--to", &target.url, "--once"],
+        vec!["-q", "--json", "generations", &target.url],
+        vec!["-q", "restore", &target.url, "--to", to],
+    ] {
+        let (code, stdout, err) = run(&mut target.cmd(&args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    check_restored(&std::path::Path::new(to).join("db.iqdb"), 4);
+    let (code, stdout, err) =
+        run(&mut target.cmd(&["-q", "--json", "restore", &target.url, "--to", to]));
+    assert_eq!(code, 5, "a non-empty DIR: {err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
