@@ -53,7 +53,11 @@
 //! `verify` and `repair` decode snapshots and replay logs for the index
 //! types in a [`Registry`]. The reference type
 //! [`iqdb_persist_testkit::VectorStore`] is registered by default; register
-//! your own and call [`run_with`] from your own `main`:
+//! your own and call [`run_with`] from your own `main`. That, [`run`],
+//! [`Status`] (the exit codes) and [`init_logging`] are the library's whole
+//! public surface; the subcommands' code is private.
+//!
+//! Register your own index types and call [`run_with`] from your own `main`:
 //!
 //! ```no_run
 //! use iqdb_persist_cli::{Registry, run_with};
@@ -78,22 +82,22 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use iqdb_persist::PersistError;
 
-pub mod bench;
-pub mod convert;
-pub mod demo;
+mod bench;
+mod convert;
+mod demo;
 mod examine;
 #[cfg(feature = "replication")]
-pub mod generations;
-pub mod inspect;
+mod generations;
+mod inspect;
 mod output;
-pub mod registry;
-pub mod repair;
+mod registry;
+mod repair;
 #[cfg(feature = "replication")]
-pub mod replicate;
+mod replicate;
 #[cfg(feature = "replication")]
-pub mod restore;
-pub mod verify;
-pub mod wal;
+mod restore;
+mod verify;
+mod wal;
 
 pub use crate::registry::{IndexSummary, LoadOutcome, Registry};
 
@@ -185,7 +189,7 @@ impl From<Status> for ExitCode {
 
 /// An error that ends a command: a one-line message and an exit status.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// The exit status it maps to.
     pub status: Status,
     /// The message (one line, without the program-name prefix).
@@ -245,7 +249,7 @@ impl From<io::Error> for CliError {
 }
 
 /// The result of a command: its exit status, or an error.
-pub type CliResult = Result<Status, CliError>;
+pub(crate) type CliResult = Result<Status, CliError>;
 
 /// The exit-code table, as shown in every `--help`.
 macro_rules! exit_codes {
@@ -265,7 +269,8 @@ macro_rules! exit_codes {
 pub(crate) use exit_codes;
 
 /// The exit-code table shown in `--help`.
-pub const EXIT_CODES: &str = exit_codes!();
+#[cfg(test)]
+pub(crate) const EXIT_CODES: &str = exit_codes!();
 
 const TOP_EXAMPLES: &str = concat!(
     "Examples:
@@ -296,7 +301,7 @@ const TOP_EXAMPLES: &str = concat!(
     after_help = TOP_EXAMPLES,
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Print one JSON document (JSON lines for `wal dump`) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -312,7 +317,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show a database's snapshot header, its log, pending checkpoint and temporaries.
     Inspect(inspect::InspectArgs),
     /// Check every checksum and log frame; decode and replay registered index types.
@@ -346,7 +351,7 @@ pub enum Command {
 }
 
 /// What a command needs besides its arguments.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// Where the report goes (standard output).
     pub out: &'a mut dyn Write,
     /// `--json`.
@@ -372,7 +377,7 @@ impl fmt::Debug for Context<'_> {
 /// # Errors
 ///
 /// A [`CliError`] with the exit status and a one-line message.
-pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
+pub(crate) fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
     match command {
         Command::Inspect(args) => inspect::run(args, ctx),
         Command::Verify(args) => verify::run(args, ctx),
@@ -514,7 +519,7 @@ fn one_line(message: &str) -> String {
 
 /// Where a database's files are, from a PATH argument.
 #[derive(Debug, Clone)]
-pub struct DbPaths {
+pub(crate) struct DbPaths {
     /// The snapshot.
     pub snapshot: PathBuf,
     /// The write-ahead log (`snapshot` + `.wal`).
@@ -670,6 +675,58 @@ mod tests {
         assert_eq!(status, Status::Healthy);
         assert!(text.contains("answer               42"), "{text}");
         assert!(text.contains("vectors              20"), "{text}");
+        Ok(())
+    }
+
+    /// An index type no loader is registered for: `convert` re-frames a
+    /// snapshot without decoding it, but refuses (exit 5, nothing changed)
+    /// while its log holds operations.
+    #[test]
+    fn convert_without_a_loader_refuses_a_log_with_operations()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use iqdb_persist::{PersistConfig, PersistedIndex};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.iqdb");
+        let mut config = PersistConfig::new(&path);
+        config.wal_enabled = true;
+        let store =
+            iqdb_persist_testkit::generate::store(1, 20, 4, iqdb_types::DistanceMetric::Cosine);
+        let mut db = PersistedIndex::open_with(store, config)?;
+        for (id, v, m) in iqdb_persist_testkit::generate::records(2, 20..23, 4) {
+            db.insert(id, v, m)?;
+        }
+        db.sync()?;
+        drop(db);
+        let p = path.to_str().ok_or("path")?;
+        let registry = Registry::empty();
+        let run = |args: &[&str]| -> Result<CliResult, clap::Error> {
+            let cli = Cli::try_parse_from(args)?;
+            let mut out = Vec::new();
+            let mut ctx = Context {
+                out: &mut out,
+                json: false,
+                progress: false,
+                registry: &registry,
+            };
+            Ok(execute(&cli.command, &mut ctx))
+        };
+        let before = std::fs::read(&path)?;
+        let Err(err) = run(&["iqdb-persist", "convert", p, "--to", "compat"])? else {
+            return Err("converted a log with operations".into());
+        };
+        assert_eq!(err.status, Status::Failed);
+        assert!(err.message.contains("3 operation(s)"), "{}", err.message);
+        assert!(err.message.contains("flush()"), "{}", err.message);
+        assert_eq!(std::fs::read(&path)?, before);
+
+        let mut config = PersistConfig::new(&path);
+        config.wal_enabled = true;
+        let mut handle = PersistedIndex::<iqdb_persist_testkit::VectorStore>::load(config)?;
+        handle.checkpoint()?;
+        drop(handle);
+        let status =
+            run(&["iqdb-persist", "convert", p, "--to", "compat"])?.map_err(|e| e.message)?;
+        assert_eq!(status, Status::Healthy);
         Ok(())
     }
 
