@@ -461,7 +461,7 @@ where
             if ctx.json {
                 // Scripts reading stdout still get one JSON document.
                 let doc = serde_json::json!({"error": message, "exit_code": e.status.code()});
-                let _ = writeln!(ctx.out, "{doc}");
+                let _ = output::write_json_line(ctx.out, &doc);
             }
             let _ = ctx.out.flush();
             eprintln!("iqdb-persist: error: {message}");

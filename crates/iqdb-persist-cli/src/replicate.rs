@@ -495,7 +495,7 @@ fn print_status(
             "secs_since_commit": since_commit,
             "bytes": status.bytes,
         });
-        writeln!(out, "{doc}")?;
+        output::write_json_line(out, &doc)?;
     } else {
         writeln!(
             out,

@@ -93,6 +93,7 @@ fn end_to_end(target: &Target) {
         run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once", "--json"]));
     assert_eq!(code, 0, "{out}{err}");
     let v = json(&out);
+    assert_eq!(v["schema_version"], 1, "{v}");
     assert_eq!(v["end_seq"], 7);
     assert_eq!(v["generations_started"], 1);
     assert_eq!(v["stopped_by"], "once");
@@ -925,6 +926,7 @@ fn restore_outcomes_have_distinct_exit_codes() {
     assert_eq!(code, 7, "{stdout}{err}");
     let v = json(&stdout);
     assert_eq!(v["exit_code"], 7, "{v}");
+    assert_eq!(v["schema_version"], 1, "{v}");
     assert_eq!(v["restored"], true, "{v}");
     assert!(v["fell_back"].as_str().is_some(), "{v}");
     check_restored(&to.join("db.iqdb"), 5);
