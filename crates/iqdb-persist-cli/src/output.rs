@@ -86,6 +86,16 @@ pub(crate) fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> std:
     writeln!(out)
 }
 
+/// Writes a report struct (`#[derive(Serialize)]`) as one pretty-printed
+/// JSON document, with its schema version.
+pub(crate) fn write_report<T: serde::Serialize>(
+    out: &mut dyn Write,
+    report: &T,
+) -> std::io::Result<()> {
+    let value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+    write_json(out, &value)
+}
+
 /// Writes one JSON document as one line (JSON lines; with its schema
 /// version).
 pub(crate) fn write_json_line(

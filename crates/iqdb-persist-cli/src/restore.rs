@@ -26,7 +26,6 @@ use iqdb_persist::Options;
 use iqdb_persist_replicate::{
     ReplicateError, RestoreOptions, RestoreTarget, format_time, parse_time,
 };
-use serde_json::json;
 
 use crate::replicate::{Bars, StoreArgs, open_replica, replicate_error};
 use crate::{CliError, CliResult, Context, Status, exit_codes, output};
@@ -75,6 +74,40 @@ pub struct RestoreArgs {
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `--json` when the `--if-*` flags made it a no-op.
+#[derive(serde::Serialize)]
+struct SkipReport<'a> {
+    url: &'a str,
+    restored: bool,
+    reason: &'a str,
+    exit_code: u8,
+}
+
+/// `--json` after a restore (field names as in earlier versions).
+#[derive(serde::Serialize)]
+struct RestoreJson<'a> {
+    url: &'a str,
+    restored: bool,
+    path: String,
+    wal: String,
+    generation: &'a str,
+    base_seq: u64,
+    end_seq: u64,
+    /// The last restored operation's sequence number (`end_seq - 1`).
+    last_seq: Option<u64>,
+    segments: usize,
+    frames: u64,
+    bytes: u64,
+    elapsed_secs: f64,
+    /// Why the latest point was not restored (exit code 7).
+    fell_back: Option<&'a str>,
+    index_type: &'a str,
+    loads: Option<bool>,
+    vectors: Option<u64>,
+    load_error: Option<String>,
+    exit_code: u8,
 }
 
 /// A restore error, with "nothing to restore" (an empty replica, no point
@@ -130,13 +163,15 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
         };
         if let Some(reason) = skip {
             if ctx.json {
-                let doc = json!({
-                    "url": replica.url(),
-                    "restored": false,
-                    "reason": reason,
-                    "exit_code": 0,
-                });
-                output::write_json(ctx.out, &doc)?;
+                output::write_report(
+                    ctx.out,
+                    &SkipReport {
+                        url: replica.url(),
+                        restored: false,
+                        reason: &reason,
+                        exit_code: 0,
+                    },
+                )?;
             } else {
                 writeln!(ctx.out, "Nothing restored: {reason}")?;
             }
@@ -176,27 +211,27 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
         status = status.worst(Status::of_error(e)).worst(Status::Failed);
     }
     if ctx.json {
-        let doc = json!({
-            "url": replica.url(),
-            "restored": true,
-            "path": report.path.display().to_string(),
-            "wal": report.wal.display().to_string(),
-            "generation": report.generation,
-            "base_seq": report.base_seq,
-            "end_seq": report.end_seq,
-            "last_seq": report.end_seq.checked_sub(1),
-            "segments": report.segments,
-            "frames": report.frames,
-            "bytes": report.bytes,
-            "elapsed_secs": report.elapsed.as_secs_f64(),
-            "fell_back": report.fell_back,
-            "index_type": index_type,
-            "loads": loads,
-            "vectors": vectors,
-            "load_error": load_error,
-            "exit_code": status.code(),
-        });
-        output::write_json(ctx.out, &doc)?;
+        let doc = RestoreJson {
+            url: replica.url(),
+            restored: true,
+            path: report.path.display().to_string(),
+            wal: report.wal.display().to_string(),
+            generation: &report.generation,
+            base_seq: report.base_seq,
+            end_seq: report.end_seq,
+            last_seq: report.end_seq.checked_sub(1),
+            segments: report.segments,
+            frames: report.frames,
+            bytes: report.bytes,
+            elapsed_secs: report.elapsed.as_secs_f64(),
+            fell_back: report.fell_back.as_deref(),
+            index_type: &index_type,
+            loads,
+            vectors,
+            load_error,
+            exit_code: status.code(),
+        };
+        output::write_report(ctx.out, &doc)?;
         return Ok(status);
     }
     let out = &mut *ctx.out;
