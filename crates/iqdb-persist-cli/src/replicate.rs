@@ -409,23 +409,29 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     let summary = result.map_err(|e| replicate_error("replication stopped", &e))?;
     let stopped = stop.load(Ordering::SeqCst);
     if ctx.json {
-        let doc = json!({
-            "path": args.path.display().to_string(),
-            "url": url,
-            "epoch": summary.epoch,
-            "rounds": summary.rounds,
-            "generations_started": summary.generations,
-            "segments": summary.segments,
-            "frames": summary.frames,
-            "bytes": summary.bytes,
-            "commits": summary.commits,
-            "errors_retried": summary.errors,
-            "end_seq": summary.end_seq,
-            "elapsed_secs": started.elapsed().as_secs_f64(),
-            "stopped_by": if args.once { "once" } else if stopped { "signal" } else { "for" },
-            "exit_code": 0,
-        });
-        output::write_json(ctx.out, &doc)?;
+        let doc = ReplicateJson {
+            path: args.path.display().to_string(),
+            url: &url,
+            epoch: summary.epoch,
+            rounds: summary.rounds,
+            generations_started: summary.generations,
+            segments: summary.segments,
+            frames: summary.frames,
+            bytes: summary.bytes,
+            commits: summary.commits,
+            errors_retried: summary.errors,
+            end_seq: summary.end_seq,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            stopped_by: if args.once {
+                "once"
+            } else if stopped {
+                "signal"
+            } else {
+                "for"
+            },
+            exit_code: 0,
+        };
+        output::write_report(ctx.out, &doc)?;
     } else {
         writeln!(
             ctx.out,
@@ -451,6 +457,26 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
 }
 
 use std::io::Write;
+
+/// `replicate --json`'s final document (field names as in earlier versions).
+#[derive(serde::Serialize)]
+struct ReplicateJson<'a> {
+    path: String,
+    url: &'a str,
+    epoch: u64,
+    rounds: u64,
+    generations_started: u64,
+    segments: u64,
+    frames: u64,
+    bytes: u64,
+    commits: u64,
+    errors_retried: u64,
+    end_seq: u64,
+    elapsed_secs: f64,
+    /// `once`, `signal` or `for`.
+    stopped_by: &'static str,
+    exit_code: u8,
+}
 
 /// Sets the Prometheus gauges and counters from the status.
 fn export_metrics(status: &iqdb_persist_replicate::ReplicatorStatus) {
