@@ -88,6 +88,7 @@ pub(crate) fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> std:
 
 /// Writes a report struct (`#[derive(Serialize)]`) as one pretty-printed
 /// JSON document, with its schema version.
+#[cfg(feature = "replication")]
 pub(crate) fn write_report<T: serde::Serialize>(
     out: &mut dyn Write,
     report: &T,
