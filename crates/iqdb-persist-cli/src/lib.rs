@@ -40,17 +40,24 @@
 //! | 4 | the database is locked by another writer (or the replica's lease is held by another replicator) |
 //! | 5 | a check failed or the operation failed for another reason (for example a `demo` check) |
 //! | 6 | `replicate`: fenced, another replicator took the replica over while this one ran |
+//! | 7 | `restore`: restored an earlier point, because the latest one is damaged |
+//! | 8 | `restore`: restored nothing (an empty replica, or no point matches `--at`) |
 //!
 //! The same table is in `iqdb-persist --help`; [`Status`] holds it in code.
 //! An error that ends a command is printed as one line on stderr (with
 //! `--json`, also as `{"error": ..., "exit_code": ...}` on stdout).
+//! `-q/--quiet` prints nothing on stdout: only errors, on stderr.
 //!
 //! ## Using it as a library: the index registry
 //!
 //! `verify` and `repair` decode snapshots and replay logs for the index
 //! types in a [`Registry`]. The reference type
 //! [`iqdb_persist_testkit::VectorStore`] is registered by default; register
-//! your own and call [`run_with`] from your own `main`:
+//! your own and call [`run_with`] from your own `main`. That, [`run`],
+//! [`Status`] (the exit codes) and [`init_logging`] are the library's whole
+//! public surface; the subcommands' code is private.
+//!
+//! Register your own index types and call [`run_with`] from your own `main`:
 //!
 //! ```no_run
 //! use iqdb_persist_cli::{Registry, run_with};
@@ -75,27 +82,28 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use iqdb_persist::PersistError;
 
-pub mod bench;
-pub mod convert;
-pub mod demo;
+mod bench;
+mod convert;
+mod demo;
 mod examine;
 #[cfg(feature = "replication")]
-pub mod generations;
-pub mod inspect;
+mod generations;
+mod inspect;
 mod output;
-pub mod registry;
-pub mod repair;
+mod registry;
+mod repair;
 #[cfg(feature = "replication")]
-pub mod replicate;
+mod replicate;
 #[cfg(feature = "replication")]
-pub mod restore;
-pub mod verify;
-pub mod wal;
+mod restore;
+mod verify;
+mod wal;
 
 pub use crate::registry::{IndexSummary, LoadOutcome, Registry};
 
 /// The exit status of a command (see the [crate docs](crate) for the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// 0: healthy, or the operation succeeded.
     Healthy,
@@ -111,6 +119,12 @@ pub enum Status {
     Failed,
     /// 6: another replicator took the replica over (this one is fenced).
     Fenced,
+    /// 7: `restore` restored an earlier point because the latest one is
+    /// damaged (the report says what was damaged).
+    RestoredEarlier,
+    /// 8: `restore` restored nothing: the replica is empty (no manifest, no
+    /// generation) or holds no point matching `--at`.
+    NothingToRestore,
 }
 
 impl Status {
@@ -125,6 +139,8 @@ impl Status {
             Self::Locked => 4,
             Self::Failed => 5,
             Self::Fenced => 6,
+            Self::RestoredEarlier => 7,
+            Self::NothingToRestore => 8,
         }
     }
 
@@ -140,18 +156,21 @@ impl Status {
     }
 
     /// The more severe of two statuses (for combining problems): I/O and
-    /// lock failures over other failures over corruption over healthy.
+    /// lock failures over other failures over corruption over an earlier
+    /// restore point over healthy.
     #[must_use]
     pub fn worst(self, other: Self) -> Self {
         fn rank(s: Status) -> u8 {
             match s {
                 Status::Healthy => 0,
-                Status::Corrupt => 1,
-                Status::Failed => 2,
-                Status::Usage => 3,
-                Status::Io => 4,
-                Status::Locked => 5,
-                Status::Fenced => 6,
+                Status::RestoredEarlier => 1,
+                Status::Corrupt => 2,
+                Status::NothingToRestore => 3,
+                Status::Failed => 4,
+                Status::Usage => 5,
+                Status::Io => 6,
+                Status::Locked => 7,
+                Status::Fenced => 8,
             }
         }
         if rank(other) > rank(self) {
@@ -170,7 +189,7 @@ impl From<Status> for ExitCode {
 
 /// An error that ends a command: a one-line message and an exit status.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// The exit status it maps to.
     pub status: Status,
     /// The message (one line, without the program-name prefix).
@@ -230,7 +249,7 @@ impl From<io::Error> for CliError {
 }
 
 /// The result of a command: its exit status, or an error.
-pub type CliResult = Result<Status, CliError>;
+pub(crate) type CliResult = Result<Status, CliError>;
 
 /// The exit-code table, as shown in every `--help`.
 macro_rules! exit_codes {
@@ -242,13 +261,16 @@ macro_rules! exit_codes {
   3  I/O error (not found, permission denied, ...)
   4  locked by another writer (or the replica's lease is held by another replicator)
   5  a check failed, or another failure
-  6  fenced: another replicator took the replica over while this one ran"
+  6  fenced: another replicator took the replica over while this one ran
+  7  restore: restored an earlier point, because the latest one is damaged
+  8  restore: restored nothing (empty replica, or no point matches --at)"
     };
 }
 pub(crate) use exit_codes;
 
 /// The exit-code table shown in `--help`.
-pub const EXIT_CODES: &str = exit_codes!();
+#[cfg(test)]
+pub(crate) const EXIT_CODES: &str = exit_codes!();
 
 const TOP_EXAMPLES: &str = concat!(
     "Examples:
@@ -279,11 +301,13 @@ const TOP_EXAMPLES: &str = concat!(
     after_help = TOP_EXAMPLES,
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Print one JSON document (JSON lines for `wal dump`) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress bars (they are also hidden when stderr is not a terminal).
+    /// Nothing on stdout (no report, no JSON) and no progress bars: only
+    /// errors, on stderr, and the exit code. (Progress bars are also hidden
+    /// when stderr is not a terminal.)
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// The subcommand.
@@ -293,7 +317,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show a database's snapshot header, its log, pending checkpoint and temporaries.
     Inspect(inspect::InspectArgs),
     /// Check every checksum and log frame; decode and replay registered index types.
@@ -321,10 +345,13 @@ pub enum Command {
     /// The writer process of `demo` (internal).
     #[command(name = "__demo-writer", hide = true)]
     DemoWriter(demo::WriterArgs),
+    /// Panics (internal: tests the panic hook's output).
+    #[command(name = "__panic", hide = true)]
+    Panic,
 }
 
 /// What a command needs besides its arguments.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// Where the report goes (standard output).
     pub out: &'a mut dyn Write,
     /// `--json`.
@@ -350,7 +377,7 @@ impl fmt::Debug for Context<'_> {
 /// # Errors
 ///
 /// A [`CliError`] with the exit status and a one-line message.
-pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
+pub(crate) fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
     match command {
         Command::Inspect(args) => inspect::run(args, ctx),
         Command::Verify(args) => verify::run(args, ctx),
@@ -360,6 +387,7 @@ pub fn execute(command: &Command, ctx: &mut Context<'_>) -> CliResult {
         Command::Bench(args) => bench::run(args, ctx),
         Command::Demo(args) => demo::run(args, ctx),
         Command::DemoWriter(args) => demo::run_writer(args, ctx),
+        Command::Panic => panic!("a deliberate panic (__panic)"),
         #[cfg(feature = "replication")]
         Command::Replicate(args) => replicate::run(args, ctx),
         #[cfg(feature = "replication")]
@@ -406,9 +434,18 @@ where
         Err(e) => return usage_error(&e),
     };
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut locked;
+    let mut sink;
+    let out: &mut dyn Write = if cli.quiet {
+        // By convention: nothing on stdout but errors (which go to stderr).
+        sink = io::sink();
+        &mut sink
+    } else {
+        locked = stdout.lock();
+        &mut locked
+    };
     let mut ctx = Context {
-        out: &mut out,
+        out,
         json: cli.json,
         progress: !cli.quiet && io::stderr().is_terminal(),
         registry,
@@ -424,7 +461,7 @@ where
             if ctx.json {
                 // Scripts reading stdout still get one JSON document.
                 let doc = serde_json::json!({"error": message, "exit_code": e.status.code()});
-                let _ = writeln!(ctx.out, "{doc}");
+                let _ = output::write_json_line(ctx.out, &doc);
             }
             let _ = ctx.out.flush();
             eprintln!("iqdb-persist: error: {message}");
@@ -482,7 +519,7 @@ fn one_line(message: &str) -> String {
 
 /// Where a database's files are, from a PATH argument.
 #[derive(Debug, Clone)]
-pub struct DbPaths {
+pub(crate) struct DbPaths {
     /// The snapshot.
     pub snapshot: PathBuf,
     /// The write-ahead log (`snapshot` + `.wal`).
@@ -579,10 +616,12 @@ mod tests {
             Status::Locked,
             Status::Failed,
             Status::Fenced,
+            Status::RestoredEarlier,
+            Status::NothingToRestore,
         ];
         let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
         codes.dedup();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
         for s in all {
             assert!(EXIT_CODES.contains(&format!("  {}  ", s.code())));
         }
@@ -636,6 +675,58 @@ mod tests {
         assert_eq!(status, Status::Healthy);
         assert!(text.contains("answer               42"), "{text}");
         assert!(text.contains("vectors              20"), "{text}");
+        Ok(())
+    }
+
+    /// An index type no loader is registered for: `convert` re-frames a
+    /// snapshot without decoding it, but refuses (exit 5, nothing changed)
+    /// while its log holds operations.
+    #[test]
+    fn convert_without_a_loader_refuses_a_log_with_operations()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use iqdb_persist::{PersistConfig, PersistedIndex};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.iqdb");
+        let mut config = PersistConfig::new(&path);
+        config.wal_enabled = true;
+        let store =
+            iqdb_persist_testkit::generate::store(1, 20, 4, iqdb_types::DistanceMetric::Cosine);
+        let mut db = PersistedIndex::open_with(store, config)?;
+        for (id, v, m) in iqdb_persist_testkit::generate::records(2, 20..23, 4) {
+            db.insert(id, v, m)?;
+        }
+        db.sync()?;
+        drop(db);
+        let p = path.to_str().ok_or("path")?;
+        let registry = Registry::empty();
+        let run = |args: &[&str]| -> Result<CliResult, clap::Error> {
+            let cli = Cli::try_parse_from(args)?;
+            let mut out = Vec::new();
+            let mut ctx = Context {
+                out: &mut out,
+                json: false,
+                progress: false,
+                registry: &registry,
+            };
+            Ok(execute(&cli.command, &mut ctx))
+        };
+        let before = std::fs::read(&path)?;
+        let Err(err) = run(&["iqdb-persist", "convert", p, "--to", "compat"])? else {
+            return Err("converted a log with operations".into());
+        };
+        assert_eq!(err.status, Status::Failed);
+        assert!(err.message.contains("3 operation(s)"), "{}", err.message);
+        assert!(err.message.contains("flush()"), "{}", err.message);
+        assert_eq!(std::fs::read(&path)?, before);
+
+        let mut config = PersistConfig::new(&path);
+        config.wal_enabled = true;
+        let mut handle = PersistedIndex::<iqdb_persist_testkit::VectorStore>::load(config)?;
+        handle.checkpoint()?;
+        drop(handle);
+        let status =
+            run(&["iqdb-persist", "convert", p, "--to", "compat"])?.map_err(|e| e.message)?;
+        assert_eq!(status, Status::Healthy);
         Ok(())
     }
 

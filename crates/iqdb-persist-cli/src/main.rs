@@ -6,8 +6,22 @@
 
 use std::process::ExitCode;
 
+/// Whether `RUST_BACKTRACE` asks for backtraces (set, and not `0`).
+fn backtrace_wanted(var: Option<&std::ffi::OsStr>) -> bool {
+    var.is_some_and(|v| v != "0")
+}
+
 fn main() -> ExitCode {
-    // A bug must still give one line, not a backtrace.
+    // A bug gives one line, not a backtrace, unless RUST_BACKTRACE asks for
+    // one: then the standard hook prints the message and the backtrace.
+    if !backtrace_wanted(std::env::var_os("RUST_BACKTRACE").as_deref()) {
+        install_one_line_hook();
+    }
+    iqdb_persist_cli::init_logging();
+    iqdb_persist_cli::run(std::env::args_os())
+}
+
+fn install_one_line_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
@@ -20,10 +34,22 @@ fn main() -> ExitCode {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         eprintln!(
-            "iqdb-persist: internal error{place}: {}",
+            "iqdb-persist: internal error{place}: {} (RUST_BACKTRACE=1 shows a backtrace)",
             message.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }));
-    iqdb_persist_cli::init_logging();
-    iqdb_persist_cli::run(std::env::args_os())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backtrace_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn rust_backtrace_values() {
+        assert!(!backtrace_wanted(None));
+        assert!(!backtrace_wanted(Some(OsStr::new("0"))));
+        assert!(backtrace_wanted(Some(OsStr::new("1"))));
+        assert!(backtrace_wanted(Some(OsStr::new("full"))));
+    }
 }

@@ -55,10 +55,55 @@ pub(crate) fn kv_wide(
     writeln!(out, "  {key:<28} {value}")
 }
 
-/// Writes one pretty-printed JSON document.
+/// The version of the `--json` documents' schema (docs/CLI.md), in every
+/// document as `"schema_version"`. A field removed or changed in meaning
+/// raises it; a field added does not.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// `value` with `"schema_version"` added (a non-object is wrapped as
+/// `{"schema_version": 1, "value": ...}`).
+pub(crate) fn versioned(value: &serde_json::Value) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert("schema_version".to_string(), json!(SCHEMA_VERSION));
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (k, v) in fields {
+                if k != "schema_version" {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        other => {
+            map.insert("value".to_string(), other.clone());
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Writes one pretty-printed JSON document (with its schema version).
 pub(crate) fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *out, &versioned(value)).map_err(std::io::Error::other)?;
     writeln!(out)
+}
+
+/// Writes a report struct (`#[derive(Serialize)]`) as one pretty-printed
+/// JSON document, with its schema version.
+#[cfg(feature = "replication")]
+pub(crate) fn write_report<T: serde::Serialize>(
+    out: &mut dyn Write,
+    report: &T,
+) -> std::io::Result<()> {
+    let value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+    write_json(out, &value)
+}
+
+/// Writes one JSON document as one line (JSON lines; with its schema
+/// version).
+pub(crate) fn write_json_line(
+    out: &mut dyn Write,
+    value: &serde_json::Value,
+) -> std::io::Result<()> {
+    writeln!(out, "{}", versioned(value))
 }
 
 /// An id as JSON: a `U64` as a number, `Bytes` as a hex string.
@@ -222,6 +267,8 @@ pub(crate) fn status_word(status: Status, problems: &[Problem]) -> &'static str 
         Status::Io => "I/O ERROR",
         Status::Locked => "LOCKED",
         Status::Fenced => "FENCED",
+        Status::RestoredEarlier => "restored an earlier point",
+        Status::NothingToRestore => "NOTHING RESTORED",
         Status::Usage | Status::Failed => "FAILED",
     }
 }
@@ -285,6 +332,16 @@ mod tests {
             json!({"a": -3, "b": "NaN", "c": "x", "d": null, "e": true})
         );
         assert_eq!(metadata_text(&m), "{a=-3, b=NaN, c=\"x\", d=null, e=true}");
+    }
+
+    #[test]
+    fn every_document_carries_the_schema_version() {
+        let v = versioned(&json!({"b": 1, "a": 2, "schema_version": 9}));
+        assert_eq!(v, json!({"schema_version": 1, "b": 1, "a": 2}));
+        assert_eq!(
+            versioned(&json!([1])),
+            json!({"schema_version": 1, "value": [1]})
+        );
     }
 
     #[test]

@@ -35,14 +35,20 @@ use crate::{CliError, CliResult, Context, Status, exit_codes};
 /// Where the replica is and how to reach it.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// S3 endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL; else AWS).
-    #[arg(long, value_name = "URL")]
+    /// S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS's).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
     pub endpoint: Option<String>,
-    /// S3 region (else AWS_REGION; else us-east-1).
-    #[arg(long)]
+    /// S3 region (default: us-east-1).
+    #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
-    /// Allow a plain-HTTP endpoint (else AWS_ALLOW_HTTP).
-    #[arg(long)]
+    /// Allow a plain-HTTP endpoint (the variable takes true/false, 1/0,
+    /// yes/no, on/off).
+    #[arg(
+        long,
+        env = "AWS_ALLOW_HTTP",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_http: bool,
     /// How long one request may take, retries included (replicate and
     /// restore: 30s; generations: 5s, so that it fails fast when the store
@@ -78,8 +84,38 @@ pub(crate) fn open_replica(url: &str, store: &StoreArgs) -> Result<Replica, CliE
 
 /// Opens a replica with these options.
 pub(crate) fn open_replica_with(url: &str, options: StoreOptions) -> Result<Replica, CliError> {
-    ReplicaUrl::parse(url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
-    Replica::open(url, &options).map_err(|e| replicate_error("", &e))
+    let url = normalize_url(url)?;
+    ReplicaUrl::parse(&url).map_err(|e| CliError::new(Status::Usage, e.to_string()))?;
+    Replica::open(&url, &options).map_err(|e| replicate_error("", &e))
+}
+
+/// A `file://` URL with its path percent-decoded (`file:///tmp/a%20b` is
+/// the directory `/tmp/a b`), parsed by the `url` crate; other URLs as
+/// given.
+pub(crate) fn normalize_url(text: &str) -> Result<String, CliError> {
+    if !text.starts_with("file:") {
+        return Ok(text.to_string());
+    }
+    let bad = |why: &str| CliError::new(Status::Usage, format!("{text}: {why}"));
+    let parsed = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+    if parsed
+        .host_str()
+        .is_some_and(|h| !h.is_empty() && h != "localhost")
+    {
+        return Err(bad(
+            "a file:// URL names no host (file:///DIR for a local directory)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("a file:// URL has no query or fragment"));
+    }
+    let path = parsed
+        .to_file_path()
+        .map_err(|()| bad("not an absolute local path (file:///DIR)"))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| bad("the decoded path is not UTF-8"))?;
+    Ok(format!("file://{path}"))
 }
 
 /// A replication error as a command error, with its exit status.
@@ -103,20 +139,25 @@ pub(crate) fn replicate_error(context: &str, error: &ReplicateError) -> CliError
     CliError::new(status, message)
 }
 
-/// Parses `500ms`, `1s`, `2.5m`, `3h`, `7d` (a bare number is seconds).
+/// Parses a duration: humantime's forms (`500ms`, `10s`, `5min`, `2h`,
+/// `7d`, `1h 30m`), plus what earlier versions took: a bare number of
+/// seconds (`3`) and a decimal number with a unit (`2.5m`, `0.5s`).
 ///
 /// # Errors
 ///
 /// A message for anything else.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(d);
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 1s, 5m, 2h, 7d)"))?;
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 1s, 5m, 2h, 7d, 1h 30m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -368,23 +409,29 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
     let summary = result.map_err(|e| replicate_error("replication stopped", &e))?;
     let stopped = stop.load(Ordering::SeqCst);
     if ctx.json {
-        let doc = json!({
-            "path": args.path.display().to_string(),
-            "url": url,
-            "epoch": summary.epoch,
-            "rounds": summary.rounds,
-            "generations_started": summary.generations,
-            "segments": summary.segments,
-            "frames": summary.frames,
-            "bytes": summary.bytes,
-            "commits": summary.commits,
-            "errors_retried": summary.errors,
-            "end_seq": summary.end_seq,
-            "elapsed_secs": started.elapsed().as_secs_f64(),
-            "stopped_by": if args.once { "once" } else if stopped { "signal" } else { "for" },
-            "exit_code": 0,
-        });
-        output::write_json(ctx.out, &doc)?;
+        let doc = ReplicateJson {
+            path: args.path.display().to_string(),
+            url: &url,
+            epoch: summary.epoch,
+            rounds: summary.rounds,
+            generations_started: summary.generations,
+            segments: summary.segments,
+            frames: summary.frames,
+            bytes: summary.bytes,
+            commits: summary.commits,
+            errors_retried: summary.errors,
+            end_seq: summary.end_seq,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            stopped_by: if args.once {
+                "once"
+            } else if stopped {
+                "signal"
+            } else {
+                "for"
+            },
+            exit_code: 0,
+        };
+        output::write_report(ctx.out, &doc)?;
     } else {
         writeln!(
             ctx.out,
@@ -410,6 +457,26 @@ pub fn run(args: &ReplicateArgs, ctx: &mut Context<'_>) -> CliResult {
 }
 
 use std::io::Write;
+
+/// `replicate --json`'s final document (field names as in earlier versions).
+#[derive(serde::Serialize)]
+struct ReplicateJson<'a> {
+    path: String,
+    url: &'a str,
+    epoch: u64,
+    rounds: u64,
+    generations_started: u64,
+    segments: u64,
+    frames: u64,
+    bytes: u64,
+    commits: u64,
+    errors_retried: u64,
+    end_seq: u64,
+    elapsed_secs: f64,
+    /// `once`, `signal` or `for`.
+    stopped_by: &'static str,
+    exit_code: u8,
+}
 
 /// Sets the Prometheus gauges and counters from the status.
 fn export_metrics(status: &iqdb_persist_replicate::ReplicatorStatus) {
@@ -454,7 +521,7 @@ fn print_status(
             "secs_since_commit": since_commit,
             "bytes": status.bytes,
         });
-        writeln!(out, "{doc}")?;
+        output::write_json_line(out, &doc)?;
     } else {
         writeln!(
             out,
@@ -518,13 +585,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn file_urls_are_percent_decoded() {
+        let ok = |u: &str| normalize_url(u).map_err(|e| e.message);
+        assert_eq!(ok("file:///tmp/a%20b"), Ok("file:///tmp/a b".to_string()));
+        assert_eq!(
+            ok("file:///tmp/plain/"),
+            Ok("file:///tmp/plain/".to_string())
+        );
+        assert_eq!(
+            ok("file://localhost/tmp/x"),
+            Ok("file:///tmp/x".to_string())
+        );
+        assert_eq!(ok("s3://b/p%20q"), Ok("s3://b/p%20q".to_string()));
+        for bad in ["file://host/tmp/x", "file:///tmp/x?y=1", "file:///tmp/x#f"] {
+            let status = normalize_url(bad).err().map(|e| e.status);
+            assert_eq!(status, Some(Status::Usage), "{bad}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5x").is_err());
     }
 }

@@ -7,17 +7,25 @@
 //! when the database is already there or there is nothing to restore, as
 //! container entrypoints need.
 //!
-//! Exit code: 0 restored (or nothing to do with the `--if-*` flags); 1 a damaged object: for the latest point the
-//! newest intact earlier point was restored instead (the report says what
-//! was damaged), for `--at` nothing was restored; 3 store or network
-//! errors, nothing to restore; 2 bad arguments; 5 other failures.
+//! Exit codes, one per outcome (also in `restore --help`):
+//!
+//! | code | outcome |
+//! |---|---|
+//! | 0 | restored the latest point (or the `--at` point); or nothing to do with the `--if-*` flags |
+//! | 7 | restored an earlier point: the latest one is damaged (the report says what was damaged) |
+//! | 8 | restored nothing: the replica is empty (no manifest, no generation) or no point matches `--at` |
+//! | 1 | restored nothing: the requested point is damaged and no intact earlier point exists (or `--at` was given) |
+//! | 2 | bad arguments |
+//! | 3 | store, network or local I/O errors |
+//! | 5 | other failures (a non-empty DIR, a restored database that does not load) |
 
 use std::path::PathBuf;
 
 use clap::Args;
 use iqdb_persist::Options;
-use iqdb_persist_replicate::{RestoreOptions, RestoreTarget, format_time, parse_time};
-use serde_json::json;
+use iqdb_persist_replicate::{
+    ReplicateError, RestoreOptions, RestoreTarget, format_time, parse_time,
+};
 
 use crate::replicate::{Bars, StoreArgs, open_replica, replicate_error};
 use crate::{CliError, CliResult, Context, Status, exit_codes, output};
@@ -31,6 +39,13 @@ use crate::{CliError, CliResult, Context, Status, exit_codes, output};
   iqdb-persist restore s3://backups/vectors --to /srv/restored --at 2026-11-26T08:00:00Z
   # A container entrypoint: restore on first start only, and only if there is a replica
   iqdb-persist restore s3://backups/vectors --to /data --if-db-not-exists --if-replica-exists
+
+Outcomes of restore (one exit code each):
+  0  restored the latest point (or the --at point); or nothing to do with --if-*
+  7  restored an earlier point, because the latest one is damaged
+  8  restored nothing: the replica is empty, or no point matches --at
+  1  restored nothing: the point is damaged and no intact earlier one exists
+  3  store, network or local I/O error
 
 ",
     exit_codes!()
@@ -61,6 +76,51 @@ pub struct RestoreArgs {
     pub store: StoreArgs,
 }
 
+/// `--json` when the `--if-*` flags made it a no-op.
+#[derive(serde::Serialize)]
+struct SkipReport<'a> {
+    url: &'a str,
+    restored: bool,
+    reason: &'a str,
+    exit_code: u8,
+}
+
+/// `--json` after a restore (field names as in earlier versions).
+#[derive(serde::Serialize)]
+struct RestoreJson<'a> {
+    url: &'a str,
+    restored: bool,
+    path: String,
+    wal: String,
+    generation: &'a str,
+    base_seq: u64,
+    end_seq: u64,
+    /// The last restored operation's sequence number (`end_seq - 1`).
+    last_seq: Option<u64>,
+    segments: usize,
+    frames: u64,
+    bytes: u64,
+    elapsed_secs: f64,
+    /// Why the latest point was not restored (exit code 7).
+    fell_back: Option<&'a str>,
+    index_type: &'a str,
+    loads: Option<bool>,
+    vectors: Option<u64>,
+    load_error: Option<String>,
+    exit_code: u8,
+}
+
+/// A restore error, with "nothing to restore" (an empty replica, no point
+/// matching `--at`) as its own status rather than an I/O error.
+fn restore_error(error: &ReplicateError) -> CliError {
+    let mut e = replicate_error("restore", error);
+    if matches!(error, ReplicateError::NotFound { .. }) {
+        e.status = Status::NothingToRestore;
+        e.message = format!("nothing restored: {error}");
+    }
+    e
+}
+
 fn target(at: Option<&str>) -> Result<RestoreTarget, CliError> {
     let Some(at) = at else {
         return Ok(RestoreTarget::Latest);
@@ -80,7 +140,7 @@ fn target(at: Option<&str>) -> Result<RestoreTarget, CliError> {
 ///
 /// # Errors
 ///
-/// Bad arguments, store errors, damage with no fallback.
+/// Bad arguments, store errors, damage with no fallback, nothing to restore.
 pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
     let target = target(args.at.as_deref())?;
     let replica = open_replica(&args.url, &args.store)?;
@@ -103,13 +163,15 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
         };
         if let Some(reason) = skip {
             if ctx.json {
-                let doc = json!({
-                    "url": replica.url(),
-                    "restored": false,
-                    "reason": reason,
-                    "exit_code": 0,
-                });
-                output::write_json(ctx.out, &doc)?;
+                output::write_report(
+                    ctx.out,
+                    &SkipReport {
+                        url: replica.url(),
+                        restored: false,
+                        reason: &reason,
+                        exit_code: 0,
+                    },
+                )?;
             } else {
                 writeln!(ctx.out, "Nothing restored: {reason}")?;
             }
@@ -123,7 +185,7 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
     };
     let report = replica
         .restore_with_progress(&args.to, &options, &bars)
-        .map_err(|e| replicate_error("restore", &e))?;
+        .map_err(|e| restore_error(&e))?;
     // Show that it opens: a read-only load for registered index types.
     let mut config = iqdb_persist::PersistConfig::new(&report.path);
     config.wal_enabled = true;
@@ -141,7 +203,7 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
         None => (None, None, None),
     };
     let mut status = if report.fell_back.is_some() {
-        Status::Corrupt
+        Status::RestoredEarlier
     } else {
         Status::Healthy
     };
@@ -149,27 +211,27 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context<'_>) -> CliResult {
         status = status.worst(Status::of_error(e)).worst(Status::Failed);
     }
     if ctx.json {
-        let doc = json!({
-            "url": replica.url(),
-            "restored": true,
-            "path": report.path.display().to_string(),
-            "wal": report.wal.display().to_string(),
-            "generation": report.generation,
-            "base_seq": report.base_seq,
-            "end_seq": report.end_seq,
-            "last_seq": report.end_seq.checked_sub(1),
-            "segments": report.segments,
-            "frames": report.frames,
-            "bytes": report.bytes,
-            "elapsed_secs": report.elapsed.as_secs_f64(),
-            "fell_back": report.fell_back,
-            "index_type": index_type,
-            "loads": loads,
-            "vectors": vectors,
-            "load_error": load_error,
-            "exit_code": status.code(),
-        });
-        output::write_json(ctx.out, &doc)?;
+        let doc = RestoreJson {
+            url: replica.url(),
+            restored: true,
+            path: report.path.display().to_string(),
+            wal: report.wal.display().to_string(),
+            generation: &report.generation,
+            base_seq: report.base_seq,
+            end_seq: report.end_seq,
+            last_seq: report.end_seq.checked_sub(1),
+            segments: report.segments,
+            frames: report.frames,
+            bytes: report.bytes,
+            elapsed_secs: report.elapsed.as_secs_f64(),
+            fell_back: report.fell_back.as_deref(),
+            index_type: &index_type,
+            loads,
+            vectors,
+            load_error,
+            exit_code: status.code(),
+        };
+        output::write_report(ctx.out, &doc)?;
         return Ok(status);
     }
     let out = &mut *ctx.out;

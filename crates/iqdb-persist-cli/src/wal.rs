@@ -115,7 +115,7 @@ pub fn run_dump(args: &DumpArgs, ctx: &mut Context<'_>) -> CliResult {
             let problem = output::Problem::from_error("log-header", &paths.wal, &e);
             if json {
                 let line = json!({"record": "end", "error": problem, "exit_code": 1});
-                writeln!(out, "{line}")?;
+                output::write_json_line(out, &line)?;
             } else {
                 writeln!(out, "The log cannot be read:")?;
                 problem.write_text(out)?;
@@ -146,7 +146,7 @@ pub fn run_dump(args: &DumpArgs, ctx: &mut Context<'_>) -> CliResult {
             })),
             "exit_code": status.code(),
         });
-        writeln!(out, "{line}")?;
+        output::write_json_line(out, &line)?;
     } else {
         write_end_text(out, &info, printed, problem.as_ref())?;
     }
@@ -236,7 +236,7 @@ fn write_entry(
                     obj["vector"] = json!(vector.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
                 }
             }
-            writeln!(out, "{obj}")?;
+            output::write_json_line(out, &obj)?;
         } else {
             let mut line = format!(
                 "@{:<10} seq {:<8} {:<6} id={}",

@@ -136,3 +136,38 @@ fn unreadable_files_give_one_line_and_exit_code_3() {
         assert!(common::stderr(&out).contains("ermission"));
     }
 }
+
+/// A bug gives one line on stderr, unless `RUST_BACKTRACE` asks for the
+/// backtrace: then the standard hook's message and backtrace are shown.
+#[test]
+fn panics_are_one_line_unless_rust_backtrace_is_set() {
+    for value in [None, Some("0")] {
+        let mut cmd = cli();
+        cmd.env_remove("RUST_BACKTRACE").arg("__panic");
+        if let Some(v) = value {
+            cmd.env("RUST_BACKTRACE", v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{value:?}: {out:?}");
+        let err = common::stderr(&out);
+        assert!(
+            err.starts_with("iqdb-persist: internal error at ") && err.contains("deliberate panic"),
+            "{value:?}: {err}"
+        );
+        assert!(!err.contains("stack backtrace"), "{value:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{value:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    for value in ["1", "full"] {
+        let out = cli()
+            .env("RUST_BACKTRACE", value)
+            .arg("__panic")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(5), "{value}: {out:?}");
+        let err = common::stderr(&out);
+        assert!(err.contains("deliberate panic"), "{value}: {err}");
+        assert!(err.contains("stack backtrace"), "{value}: {err}");
+        assert!(!err.contains("internal error"), "{value}: {err}");
+    }
+}

@@ -93,6 +93,7 @@ fn end_to_end(target: &Target) {
         run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once", "--json"]));
     assert_eq!(code, 0, "{out}{err}");
     let v = json(&out);
+    assert_eq!(v["schema_version"], 1, "{v}");
     assert_eq!(v["end_seq"], 7);
     assert_eq!(v["generations_started"], 1);
     assert_eq!(v["stopped_by"], "once");
@@ -180,7 +181,11 @@ fn end_to_end(target: &Target) {
         "--at",
         "999",
     ]));
-    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        code, 8,
+        "no point holds sequence 999: nothing restored: {err}"
+    );
+    assert!(err.contains("nothing restored"), "{err}");
 }
 
 #[test]
@@ -823,8 +828,8 @@ fn restore_if_flags_for_container_entrypoints() {
     assert!(stdout.contains("Nothing restored: no replica"), "{stdout}");
     let (code, _, err) = restore(&[]);
     assert_eq!(
-        code, 3,
-        "without the flag an empty replica is an error: {err}"
+        code, 8,
+        "without the flag an empty replica is 'nothing restored': {err}"
     );
 
     let mut db = TestDb::new();
@@ -858,6 +863,87 @@ fn restore_if_flags_for_container_entrypoints() {
     assert_ne!(
         code, 0,
         "without the flag a non-empty directory is refused: {err}"
+    );
+}
+
+/// Flips a byte of a replica object of a `file://` target (checked to
+/// change the file).
+fn damage_file_object(target: &Target, key: &str) {
+    let dir = target.url.strip_prefix("file://").unwrap();
+    let path = std::path::Path::new(dir).join(key);
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_ne!(
+        std::fs::read(&path).unwrap()[at],
+        bytes[at] ^ 0x55,
+        "the damage landed"
+    );
+}
+
+/// Each outcome of `restore` has its own exit code: 0 the latest point, 7
+/// an earlier point because the latest is damaged, 1 nothing (damaged, no
+/// intact earlier point), 8 nothing (an empty replica).
+#[test]
+fn restore_outcomes_have_distinct_exit_codes() {
+    let target = file_target();
+    let out = tempfile::tempdir().unwrap();
+    let restore = |name: &str, json: bool| {
+        let to = out.path().join(name);
+        let mut args = vec!["restore", target.url.as_str(), "--to", to.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let (code, stdout, err) = run(&mut target.cmd(&args));
+        (code, stdout, err, to)
+    };
+    let (code, stdout, err, _) = restore("empty", true);
+    assert_eq!(code, 8, "{stdout}{err}");
+    assert_eq!(json(&stdout)["exit_code"], 8, "{stdout}");
+
+    let mut db = TestDb::new();
+    db.insert(4);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    db.checkpoint();
+    db.insert(3);
+    let (code, _, err) = run(&mut target.cmd(&["replicate", &path, "--to", &target.url, "--once"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err, to) = restore("latest", false);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        stdout.contains("Status: restored (exit code 0)"),
+        "{stdout}"
+    );
+    check_restored(&to.join("db.iqdb"), 8);
+
+    let manifest = target.replica().manifest().unwrap().unwrap();
+    assert_eq!(manifest.generations.len(), 2);
+    damage_file_object(&target, &manifest.generations[1].snapshot.key);
+    let (code, stdout, err, to) = restore("earlier", true);
+    assert_eq!(code, 7, "{stdout}{err}");
+    let v = json(&stdout);
+    assert_eq!(v["exit_code"], 7, "{v}");
+    assert_eq!(v["schema_version"], 1, "{v}");
+    assert_eq!(v["restored"], true, "{v}");
+    assert!(v["fell_back"].as_str().is_some(), "{v}");
+    check_restored(&to.join("db.iqdb"), 5);
+    let (code, stdout, _, _) = restore("earlier-text", false);
+    assert_eq!(code, 7);
+    assert!(
+        stdout.contains("restored an earlier point (exit code 7)"),
+        "{stdout}"
+    );
+
+    damage_file_object(&target, &manifest.generations[0].snapshot.key);
+    let (code, stdout, err, to) = restore("none", false);
+    assert_eq!(code, 1, "nothing intact: {stdout}{err}");
+    assert_eq!(
+        std::fs::read_dir(&to).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left behind"
     );
 }
 
@@ -1059,4 +1145,107 @@ fn s3_replicate_started_during_an_outage_waits_for_the_store() {
     });
     signal(&child, "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0), "{}", stderr());
+}
+
+/// The store flags name their environment variables in `--help`, and the
+/// variables are read through them (`AWS_ALLOW_HTTP` as a boolish value).
+#[test]
+fn store_flags_show_and_read_their_environment_variables() {
+    for sub in ["replicate", "restore", "generations"] {
+        let (code, out, err) = run(cli().args([sub, "--help"]));
+        assert_eq!(code, 0, "{err}");
+        for var in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP"] {
+            assert!(
+                out.contains(&format!("[env: {var}")),
+                "{sub}: {var}:\n{out}"
+            );
+        }
+    }
+    let target = file_target();
+    for value in ["1", "true", "0", "no"] {
+        let (code, out, err) = run(target
+            .cmd(&["generations", &target.url])
+            .env("AWS_ALLOW_HTTP", value));
+        assert_ne!(code, 2, "AWS_ALLOW_HTTP={value} is accepted: {out}{err}");
+    }
+    let (code, _, err) = run(target
+        .cmd(&["generations", &target.url])
+        .env("AWS_ALLOW_HTTP", "maybe"));
+    assert_eq!(code, 2, "a bad AWS_ALLOW_HTTP is a usage error: {err}");
+    assert!(
+        err.contains("AWS_ALLOW_HTTP") || err.contains("maybe"),
+        "{err}"
+    );
+}
+
+/// A `file://` URL is percent-decoded: `a%20b` is the directory `a b`.
+/// Durations take humantime's forms (`1h 30m`, `500ms`) and the older
+/// decimal ones (`0.5s`).
+#[test]
+fn file_urls_are_percent_decoded_and_durations_are_humantime() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica_dir = dir.path().join("a b");
+    let url = format!("file://{}/a%20b", dir.path().display());
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let (code, out, err) = run(cli().args([
+        "replicate",
+        &path,
+        "--to",
+        &url,
+        "--once",
+        "--interval",
+        "500ms",
+        "--lease-ttl",
+        "1h 30m",
+        "--delete-grace",
+        "0.5s",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        json(&out)["url"],
+        format!("file://{}", replica_dir.display()),
+        "{out}"
+    );
+    assert!(
+        replica_dir.join("manifest").exists(),
+        "objects are under {}",
+        replica_dir.display()
+    );
+    assert!(!dir.path().join("a%20b").exists());
+    let to = dir.path().join("restored");
+    let (code, out, err) = run(cli().args(["restore", &url, "--to", to.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}{err}");
+    check_restored(&to.join("db.iqdb"), 4);
+    let (code, _, err) = run(cli().args(["replicate", &path, "--to", &url, "--interval", "soon"]));
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `-q`: `replicate`, `restore` and `generations` print nothing on stdout.
+#[test]
+fn quiet_replication_commands_print_nothing_on_stdout() {
+    let target = file_target();
+    let mut db = TestDb::new();
+    db.insert(3);
+    let path = db.path.to_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("r");
+    let to = to.to_str().unwrap();
+    for args in [
+        vec!["-q", "replicate", &path, "--to", &target.url, "--once"],
+        vec!["-q", "--json", "generations", &target.url],
+        vec!["-q", "restore", &target.url, "--to", to],
+    ] {
+        let (code, stdout, err) = run(&mut target.cmd(&args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    check_restored(&std::path::Path::new(to).join("db.iqdb"), 4);
+    let (code, stdout, err) =
+        run(&mut target.cmd(&["-q", "--json", "restore", &target.url, "--to", to]));
+    assert_eq!(code, 5, "a non-empty DIR: {err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
