@@ -178,10 +178,16 @@ impl<I: Index + Persistable> SharedIndex<I> {
     /// unchanged). A poisoned handle comes back poisoned.
     pub fn try_into_inner(self) -> std::result::Result<PersistedIndex<I>, Self> {
         match Arc::try_unwrap(self.core) {
-            Ok(core) => Ok(core
-                .db
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)),
+            Ok(core) => {
+                let mut db = core
+                    .db
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let (Some(reason), (_, Some(writer))) = (core.poison.get(), db.shared_parts()) {
+                    writer.poison(reason.clone());
+                }
+                Ok(db)
+            }
             Err(core) => Err(Self { core }),
         }
     }

@@ -308,7 +308,15 @@ fn fsync_failure(wal: WalFormat) {
         !io_failed.is_empty(),
         "the failed group's callers got the I/O error"
     );
-    drop(db);
+    // Converted back, the handle stays poisoned.
+    let mut inner = db
+        .try_into_inner()
+        .unwrap_or_else(|_| panic!("the last clone converts back"));
+    assert!(matches!(
+        inner.insert(VectorId::from(9u64), vector(9, 9), None),
+        Err(PersistError::Poisoned { .. })
+    ));
+    drop(inner);
     // Power loss: exactly the acknowledged writes.
     let durable = PersistedIndex::<VectorStore>::load_with_options(
         cfg.clone(),
