@@ -23,6 +23,7 @@ mod queue;
 /// here; shuttle's in the model test that includes the same file).
 mod sync {
     pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(crate) use std::thread::yield_now;
 }
 
 use queue::CommitQueue;

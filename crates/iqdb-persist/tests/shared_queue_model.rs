@@ -10,6 +10,7 @@
 
 mod sync {
     pub(crate) use shuttle::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(crate) use shuttle::thread::yield_now;
 }
 
 #[path = "../src/shared/queue.rs"]

@@ -25,7 +25,10 @@
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 
-use super::sync::{Arc, Condvar, Mutex, MutexGuard};
+use super::sync::{Arc, Condvar, Mutex, MutexGuard, yield_now};
+
+/// How often a leader yields at most for a group to fill.
+const YIELDS: usize = 4;
 
 /// A queue of requests committed in groups by whichever caller leads.
 pub(crate) struct CommitQueue<Req, Res> {
@@ -39,6 +42,8 @@ struct QueueState<Req, Res> {
     pending: VecDeque<Entry<Req, Res>>,
     /// Whether some caller is leading (committing a group or about to).
     leading: bool,
+    /// The size of the last group taken.
+    last_group: usize,
 }
 
 struct Entry<Req, Res> {
@@ -81,6 +86,7 @@ impl<Req, Res> CommitQueue<Req, Res> {
             state: Mutex::new(QueueState {
                 pending: VecDeque::new(),
                 leading: false,
+                last_group: 0,
             }),
             max_group: max_group.max(1),
             on_panic,
@@ -131,7 +137,20 @@ impl<Req, Res> CommitQueue<Req, Res> {
     {
         let group: Vec<Entry<Req, Res>> = {
             let mut queue = lock(&self.state);
+            // Fewer queued than the last group took: the callers that group
+            // just woke are likely about to queue again. Let them (a few
+            // yields, microseconds against an fsync), so closed-loop
+            // writers share one group instead of alternating between two.
+            for _ in 0..YIELDS {
+                if queue.pending.len() >= queue.last_group.min(self.max_group) {
+                    break;
+                }
+                drop(queue);
+                yield_now();
+                queue = lock(&self.state);
+            }
             let n = queue.pending.len().min(self.max_group);
+            queue.last_group = n;
             queue.pending.drain(..n).collect()
         };
         let n = group.len();
