@@ -11,6 +11,8 @@
 //! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--metadata] [--dir DIR] [--wal-ops N] [--replay-ops N]
 //! ```
 
+mod concurrent;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -1038,6 +1040,12 @@ fn iqdb_persist_bench_frame_len(op: &Operation, buf: &mut Vec<u8>) -> Result<(),
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if matches!(
+        args.get(1).map(String::as_str),
+        Some("concurrent" | "concurrent-child")
+    ) {
+        return concurrent::run(&args[1..]);
+    }
     if args.get(1).map(String::as_str) == Some("child") {
         let Some(task) = args
             .get(2)

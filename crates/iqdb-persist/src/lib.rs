@@ -65,6 +65,7 @@ mod options;
 mod persisted;
 mod recovery;
 mod replace;
+mod shared;
 mod snapshot;
 pub mod storage;
 mod wal;
@@ -76,6 +77,7 @@ pub use crate::format_policy::{FORMAT_ENV, FormatPolicy};
 pub use crate::options::{Options, RecoveryMode, SnapshotFormat, WalFormat};
 pub use crate::persisted::{Batch, PersistedIndex};
 pub use crate::recovery::{RecoveryReport, Truncation};
+pub use crate::shared::{SharedIndex, SharedReadGuard};
 pub use crate::snapshot::SnapshotFingerprint;
 pub use crate::wal::{Damage, DamageKind, Operation};
 

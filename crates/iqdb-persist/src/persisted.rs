@@ -390,6 +390,20 @@ impl<I: Index + Persistable> PersistedIndex<I> {
         self.save()
     }
 
+    /// Turns the handle into a [`SharedIndex`](crate::SharedIndex): `Send +
+    /// Sync + Clone`, written through `&self` by many threads at once with
+    /// group commit.
+    pub fn into_shared(self) -> crate::SharedIndex<I> {
+        crate::SharedIndex::new(self)
+    }
+
+    /// The index and, in WAL mode, the log writer, for the shared handle's
+    /// group commit.
+    pub(crate) fn shared_parts(&mut self) -> (&mut I, Option<&mut WalWriter>) {
+        let writer = self.wal.as_mut().map(|wal| &mut wal_state(wal).writer);
+        (&mut self.inner, writer)
+    }
+
     fn sweep(&self) -> Result<()> {
         sweep_all(self.options.get_file_system().as_ref(), &self.config).map(drop)
     }

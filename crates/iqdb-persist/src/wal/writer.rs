@@ -170,7 +170,8 @@ impl WalWriter {
         }
     }
 
-    fn synced_len(&self) -> u64 {
+    /// Log length known durable (recorded in v2 frames as they are written).
+    pub(crate) fn synced_len(&self) -> u64 {
         self.shared.lock().synced
     }
 
@@ -238,7 +239,10 @@ impl WalWriter {
         self.write_frames(&buf, ops.len() as u64)
     }
 
-    fn write_frames(&mut self, bytes: &[u8], ops: u64) -> Result<Mark> {
+    /// Writes already encoded frames holding `ops` operations with one
+    /// positional write at the end of the log (also used by the shared
+    /// handle's group commit, which encodes a whole group's frames).
+    pub(crate) fn write_frames(&mut self, bytes: &[u8], ops: u64) -> Result<Mark> {
         let mark = Mark {
             end: self.end,
             next_seq: self.next_seq,
