@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::report::{SnapshotResults, WalResults};
@@ -215,8 +216,6 @@ fn draw(
     root.fill(&WHITE)?;
     let legend_height = series.len().div_ceil(3) as u32 * 22 + 10;
     let (plot_area, legend_area) = root.split_vertically(root.dim_in_pixel().1 - legend_height);
-    let per_group = series.len() + 1; // one empty slot between groups
-    let slots = groups.len() * per_group;
     let max = series
         .iter()
         .flat_map(|s| s.values.iter().copied())
@@ -229,64 +228,18 @@ fn draw(
         .margin(12)
         .x_label_area_size(56)
         .y_label_area_size(70);
-    let label = |slot: &SegmentValue<usize>| -> String {
-        match slot {
-            SegmentValue::CenterOf(i) if i % per_group == series.len() / 2 => {
-                groups.get(i / per_group).cloned().unwrap_or_default()
-            }
-            _ => String::new(),
-        }
-    };
-    let bar = |slot: usize, value: f64, color: RGBColor| {
-        Rectangle::new(
-            [
-                (SegmentValue::Exact(slot), 0.0),
-                (SegmentValue::Exact(slot + 1), value),
-            ],
-            color.filled(),
-        )
-    };
     if log_scale {
         let floor = 0.1;
-        let mut chart = builder
-            .build_cartesian_2d((0..slots).into_segmented(), (floor..max * 2.0).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(slots + 1)
-            .x_label_formatter(&label)
-            .y_desc(y_label)
-            .draw()?;
-        for (k, s) in series.iter().enumerate() {
-            let color = color_of(k, series.len());
-            chart.draw_series(s.values.iter().enumerate().map(|(g, &v)| {
-                Rectangle::new(
-                    [
-                        (SegmentValue::Exact(g * per_group + k), floor),
-                        (SegmentValue::Exact(g * per_group + k + 1), v.max(floor)),
-                    ],
-                    color.filled(),
-                )
-            }))?;
-        }
+        plot(
+            &mut builder,
+            (floor..max * 2.0).log_scale(),
+            floor,
+            y_label,
+            groups,
+            series,
+        )?;
     } else {
-        let mut chart = builder.build_cartesian_2d((0..slots).into_segmented(), 0.0..max * 1.1)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(slots + 1)
-            .x_label_formatter(&label)
-            .y_desc(y_label)
-            .draw()?;
-        for (k, s) in series.iter().enumerate() {
-            let color = color_of(k, series.len());
-            chart.draw_series(
-                s.values
-                    .iter()
-                    .enumerate()
-                    .map(|(g, &v)| bar(g * per_group + k, v, color)),
-            )?;
-        }
+        plot(&mut builder, 0.0..max * 1.1, 0.0, y_label, groups, series)?;
     }
     // The legend: three entries per row.
     let (legend_width, _) = legend_area.dim_in_pixel();
@@ -301,6 +254,53 @@ fn draw(
             (x + 20, y + 1),
             ("sans-serif", 14).into_font(),
         ))?;
+    }
+    Ok(())
+}
+
+/// The mesh, the group labels and the bars, on a linear or a log y axis;
+/// bars start at `floor` (the axis' bottom).
+fn plot<Y>(
+    builder: &mut ChartBuilder<'_, '_, SVGBackend<'_>>,
+    y_range: Y,
+    floor: f64,
+    y_label: &str,
+    groups: &[String],
+    series: &[Series],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let per_group = series.len() + 1; // one empty slot between groups
+    let slots = groups.len() * per_group;
+    let label = |slot: &SegmentValue<usize>| -> String {
+        match slot {
+            SegmentValue::CenterOf(i) if i % per_group == series.len() / 2 => {
+                groups.get(i / per_group).cloned().unwrap_or_default()
+            }
+            _ => String::new(),
+        }
+    };
+    let mut chart = builder.build_cartesian_2d((0..slots).into_segmented(), y_range)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(slots + 1)
+        .x_label_formatter(&label)
+        .y_desc(y_label)
+        .draw()?;
+    for (k, s) in series.iter().enumerate() {
+        let color = color_of(k, series.len());
+        chart.draw_series(s.values.iter().enumerate().map(|(g, &v)| {
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(g * per_group + k), floor),
+                    (SegmentValue::Exact(g * per_group + k + 1), v.max(floor)),
+                ],
+                color.filled(),
+            )
+        }))?;
     }
     Ok(())
 }
