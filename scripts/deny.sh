@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-tool.sh cargo-deny 0.20.2
+# `--offline` needs every platform's crates in the cache (a build fetches only
+# the host's; shuttle pulls in windows-sys).
+cargo fetch --quiet
 checks=(bans licenses sources)
 if [ -n "${IQDB_DENY_ADVISORIES:-}" ]; then checks+=(advisories); fi
 cargo deny --offline check "${checks[@]}"

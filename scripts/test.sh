@@ -55,7 +55,7 @@ if [ -d compat/iqdb ]; then
 fi
 
 step "benchmark smoke run"
-cargo run -p iqdb-persist-bench -- --smoke --dir target/bench-smoke > /dev/null
+cargo run -p iqdb-persist-bench -- --smoke --dir target/bench-smoke --charts target/bench-smoke-charts > /dev/null
 
 if [ -z "${IQDB_SKIP_FUZZ:-}" ]; then
   step "fuzz smoke run (cargo-fuzz on stable, no sanitizer)"

@@ -5,19 +5,25 @@
 //! with `child <task>`), so its peak memory (VmHWM, reset after the index is
 //! built) belongs to that one operation. The parent repeats each task,
 //! takes medians, and prints markdown tables with ratios to the raw disk and
-//! to 1.0.
+//! to 1.0, and with `--charts DIR` draws the main comparisons as SVG.
 //!
 //! ```text
-//! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--metadata] [--dir DIR] [--wal-ops N] [--replay-ops N]
+//! iqdb-persist-bench [--smoke] [--runs N] [--sizes 10000x128,200000x768] [--metadata] [--dir DIR]
+//!                    [--wal-ops N] [--replay-ops N] [--charts DIR]
 //! ```
 
+mod args;
+mod charts;
 mod concurrent;
+mod report;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+use clap::Parser as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +35,9 @@ use iqdb_persist_interop::V1Store;
 use iqdb_persist_testkit::{VectorStore, generate};
 use iqdb_types::{DistanceMetric, Metadata, VectorId};
 use serde::{Deserialize, Serialize};
+
+use crate::args::{Args, Child};
+use crate::report::{SnapshotResults, WalResults};
 
 /// Which implementation a task runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +51,9 @@ enum Engine {
 }
 
 impl Engine {
+    /// Every engine, in table order.
+    const ALL: [Self; 3] = [Self::Ours, Self::OursCompat, Self::V1];
+
     fn label(self) -> &'static str {
         match self {
             Self::Ours => "1.1 (v3)",
@@ -66,6 +78,9 @@ enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme, in table order.
+    const ALL: [Self; 3] = [Self::None, Self::Zstd1, Self::Lz4];
+
     fn label(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -665,65 +680,6 @@ fn summarize(samples: &[Sample]) -> Summary {
     }
 }
 
-struct Args {
-    runs: usize,
-    /// Snapshot stores carry metadata (5-7 fields per record).
-    metadata: bool,
-    sizes: Vec<(u64, usize)>,
-    dir: PathBuf,
-    wal_ops: u64,
-    replay_ops: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        runs: 3,
-        metadata: false,
-        sizes: vec![(10_000, 128), (50_000, 768), (200_000, 768)],
-        dir: std::env::temp_dir().join("iqdb-persist-bench"),
-        wal_ops: 2_000,
-        replay_ops: 200_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--smoke" => {
-                args.runs = 1;
-                args.sizes = vec![(300, 16)];
-                args.wal_ops = 50;
-                args.replay_ops = 500;
-            }
-            "--metadata" => args.metadata = true,
-            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--dir" => args.dir = PathBuf::from(value()?),
-            "--wal-ops" => {
-                args.wal_ops = value()?.parse().map_err(|e| format!("--wal-ops: {e}"))?
-            }
-            "--replay-ops" => {
-                args.replay_ops = value()?.parse().map_err(|e| format!("--replay-ops: {e}"))?
-            }
-            "--sizes" => {
-                args.sizes = value()?
-                    .split(',')
-                    .map(|s| {
-                        let (n, d) = s.split_once('x').ok_or_else(|| format!("bad size {s:?}"))?;
-                        Ok((
-                            n.parse().map_err(|e| format!("{s}: {e}"))?,
-                            d.parse().map_err(|e| format!("{s}: {e}"))?,
-                        ))
-                    })
-                    .collect::<Result<_, String>>()?;
-            }
-            "-h" | "--help" => {
-                return Err("usage: iqdb-persist-bench [--smoke] [--runs N] [--sizes NxD,...] [--metadata] [--dir DIR] [--wal-ops N] [--replay-ops N]".into());
-            }
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
-        }
-    }
-    Ok(args)
-}
-
 fn drop_caches_hint(path: &Path) -> Result<(), String> {
     // Warm-cache loads: read the file once so every engine starts equal.
     std::fs::read(path)
@@ -731,7 +687,17 @@ fn drop_caches_hint(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Every measurement, the tables on success, and the charts if asked for.
 fn run_all(args: &Args) -> Result<String, String> {
+    if let (Some(charts), Ok(dir)) = (&args.charts, std::path::absolute(&args.dir))
+        && std::path::absolute(charts).is_ok_and(|c| c.starts_with(&dir))
+    {
+        return Err(format!(
+            "--charts {} lies inside --dir {}, which is removed after the run",
+            charts.display(),
+            args.dir.display()
+        ));
+    }
     std::fs::create_dir_all(&args.dir).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -742,126 +708,103 @@ fn run_all(args: &Args) -> Result<String, String> {
         threads,
         args.dir.display()
     );
-    let engines = [Engine::Ours, Engine::OursCompat, Engine::V1];
-    let schemes = [Scheme::None, Scheme::Zstd1, Scheme::Lz4];
-    for &(n, dim) in &args.sizes {
-        // Each run measures every engine and the raw disk once, in turn, so
-        // the disk's noise spreads evenly over them.
-        let mut saves: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
-        let mut loads: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
-        let (mut raw_writes, mut raw_reads) = (Vec::new(), Vec::new());
-        let raw_path = args.dir.join(format!("raw-{n}x{dim}.bin"));
-        let mut payload = 0;
-        for run in 0..args.runs {
-            for &scheme in &schemes {
-                for &engine in &engines {
-                    let path = args
-                        .dir
-                        .join(format!("snap-{n}x{dim}-{engine:?}-{scheme:?}.iqdb"));
-                    eprintln!(
-                        "  run {}: {n}x{dim} {} {} ...",
-                        run + 1,
-                        engine.label(),
-                        scheme.label()
-                    );
-                    let save = spawn(&Task::Save {
-                        engine,
-                        scheme,
-                        n,
-                        dim,
-                        metadata: args.metadata,
-                        path: path.clone(),
-                    })?;
-                    payload = save.units;
-                    drop_caches_hint(&path)?;
-                    let load = spawn(&Task::Load {
-                        engine,
-                        scheme,
-                        n,
-                        dim,
-                        path: path.clone(),
-                    })?;
-                    let _ = std::fs::remove_file(&path);
-                    saves.entry((engine, scheme)).or_default().push(save);
-                    loads.entry((engine, scheme)).or_default().push(load);
-                }
-            }
-            raw_writes.push(spawn(&Task::RawWrite {
-                bytes: payload,
-                path: raw_path.clone(),
-            })?);
-            drop_caches_hint(&raw_path)?;
-            raw_reads.push(spawn(&Task::RawRead {
-                path: raw_path.clone(),
-            })?);
-            let _ = std::fs::remove_file(&raw_path);
-        }
-        let results: BTreeMap<(Engine, Scheme), (Summary, Summary)> = saves
-            .iter()
-            .map(|(key, s)| {
-                (
-                    *key,
-                    (
-                        summarize(s),
-                        summarize(loads.get(key).map_or(&[][..], Vec::as_slice)),
-                    ),
-                )
-            })
-            .collect();
-        let raw_write = summarize(&raw_writes);
-        let raw_read = summarize(&raw_reads);
-        let _ = writeln!(
-            out,
-            "### Snapshots: {n} × {dim} f32 with ids{} ({:.0} MB payload)\n",
-            if args.metadata {
-                " and 5-7 metadata fields each"
-            } else {
-                ""
-            },
-            payload as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "| engine | compression | save MB/s | save vs raw | save vs 1.0 | load MB/s | load vs raw | load vs 1.0 | peak MiB above index (save / load) | file MB |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-        let _ = writeln!(
-            out,
-            "| raw disk | write+fsync+rename / read into fresh buffer | {:.0} | 1.00 | | {:.0} | 1.00 | | | {:.0} |",
-            raw_write.mb_per_s(),
-            raw_read.mb_per_s(),
-            payload as f64 / 1e6
-        );
-        for &scheme in &schemes {
-            for &engine in &engines {
-                let Some((save, load)) = results.get(&(engine, scheme)) else {
-                    continue;
-                };
-                let (v1_save, v1_load) = results
-                    .get(&(Engine::V1, scheme))
-                    .copied()
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {:.0} | {:.2} | {:.2}× | {:.0} | {:.2} | {:.2}× | {:.1} / {:.1} | {:.0} |",
-                    engine.label(),
-                    scheme.label(),
-                    save.mb_per_s(),
-                    raw_write.seconds / save.seconds,
-                    v1_save.seconds / save.seconds,
-                    load.mb_per_s(),
-                    raw_read.seconds / load.seconds,
-                    v1_load.seconds / load.seconds,
-                    save.extra_mib,
-                    load.extra_mib,
-                    save.file_bytes as f64 / 1e6,
-                );
-            }
-        }
-        let _ = writeln!(out);
+    let snapshots = args
+        .sizes
+        .iter()
+        .map(|&(n, dim)| measure_snapshots(args, n, dim))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wal = measure_wal(args)?;
+    for s in &snapshots {
+        let _ = writeln!(out, "{}", report::snapshot_table(s));
     }
+    out.push_str(&report::wal_table(&wal));
+    if let Some(dir) = &args.charts {
+        for path in charts::draw_all(dir, &snapshots, &wal)? {
+            eprintln!("  chart: {}", path.display());
+        }
+    }
+    Ok(out)
+}
 
-    // The log.
+/// Save and load of one size, every engine and scheme, and the raw disk.
+fn measure_snapshots(args: &Args, n: u64, dim: usize) -> Result<SnapshotResults, String> {
+    // Each run measures every engine and the raw disk once, in turn, so
+    // the disk's noise spreads evenly over them.
+    let mut saves: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
+    let mut loads: BTreeMap<(Engine, Scheme), Vec<Sample>> = BTreeMap::new();
+    let (mut raw_writes, mut raw_reads) = (Vec::new(), Vec::new());
+    let raw_path = args.dir.join(format!("raw-{n}x{dim}.bin"));
+    let mut payload = 0;
+    for run in 0..args.runs {
+        for scheme in Scheme::ALL {
+            for engine in Engine::ALL {
+                let path = args
+                    .dir
+                    .join(format!("snap-{n}x{dim}-{engine:?}-{scheme:?}.iqdb"));
+                eprintln!(
+                    "  run {}: {n}x{dim} {} {} ...",
+                    run + 1,
+                    engine.label(),
+                    scheme.label()
+                );
+                let save = spawn(&Task::Save {
+                    engine,
+                    scheme,
+                    n,
+                    dim,
+                    metadata: args.metadata,
+                    path: path.clone(),
+                })?;
+                payload = save.units;
+                drop_caches_hint(&path)?;
+                let load = spawn(&Task::Load {
+                    engine,
+                    scheme,
+                    n,
+                    dim,
+                    path: path.clone(),
+                })?;
+                let _ = std::fs::remove_file(&path);
+                saves.entry((engine, scheme)).or_default().push(save);
+                loads.entry((engine, scheme)).or_default().push(load);
+            }
+        }
+        raw_writes.push(spawn(&Task::RawWrite {
+            bytes: payload,
+            path: raw_path.clone(),
+        })?);
+        drop_caches_hint(&raw_path)?;
+        raw_reads.push(spawn(&Task::RawRead {
+            path: raw_path.clone(),
+        })?);
+        let _ = std::fs::remove_file(&raw_path);
+    }
+    let results = saves
+        .iter()
+        .map(|(key, s)| {
+            (
+                *key,
+                (
+                    summarize(s),
+                    summarize(loads.get(key).map_or(&[][..], Vec::as_slice)),
+                ),
+            )
+        })
+        .collect();
+    Ok(SnapshotResults {
+        n,
+        dim,
+        metadata: args.metadata,
+        payload,
+        raw_write: summarize(&raw_writes),
+        raw_read: summarize(&raw_reads),
+        results,
+    })
+}
+
+/// Durable single inserts, batches, and replay against its ceiling.
+fn measure_wal(args: &Args) -> Result<WalResults, String> {
+    let runs = args.runs as usize;
     let dim = 128;
     let wal_dir = args.dir.join("wal");
     eprintln!("  WAL single inserts ...");
@@ -877,7 +820,7 @@ fn run_all(args: &Args) -> Result<String, String> {
         buf.len()
     };
     let raw_append = repeat(
-        args.runs,
+        runs,
         &Task::RawAppendFsync {
             n: args.wal_ops,
             record,
@@ -885,11 +828,11 @@ fn run_all(args: &Args) -> Result<String, String> {
         },
         || Ok(()),
     )?;
-    let single: Vec<(Engine, Summary)> = [Engine::Ours, Engine::OursCompat, Engine::V1]
+    let single = Engine::ALL
         .iter()
         .map(|&engine| {
             repeat(
-                args.runs,
+                runs,
                 &Task::WalSingle {
                     engine,
                     n: args.wal_ops,
@@ -904,7 +847,7 @@ fn run_all(args: &Args) -> Result<String, String> {
     eprintln!("  WAL batches ...");
     let batches = (args.wal_ops * 10 / 1000).max(1);
     let batch = repeat(
-        args.runs,
+        runs,
         &Task::WalBatch {
             batches,
             batch: 1000,
@@ -914,7 +857,8 @@ fn run_all(args: &Args) -> Result<String, String> {
         || Ok(()),
     )?;
     eprintln!("  WAL replay ...");
-    let mut replay: Vec<(Engine, bool, Summary)> = Vec::new();
+    let mut replay = Vec::new();
+    let mut ceilings = Vec::new();
     for metadata in [true, false] {
         for engine in [Engine::Ours, Engine::V1] {
             let dir = args.dir.join(format!("replay-{engine:?}-{metadata}"));
@@ -926,7 +870,7 @@ fn run_all(args: &Args) -> Result<String, String> {
                 dir: dir.clone(),
             })?;
             let s = repeat(
-                args.runs,
+                runs,
                 &Task::WalReplay {
                     engine,
                     n: args.replay_ops,
@@ -938,46 +882,8 @@ fn run_all(args: &Args) -> Result<String, String> {
             let _ = std::fs::remove_dir_all(&dir);
             replay.push((engine, metadata, s));
         }
-    }
-    let _ = std::fs::remove_dir_all(&wal_dir);
-
-    let v1_single = single
-        .iter()
-        .find(|(e, _)| *e == Engine::V1)
-        .map(|(_, s)| *s)
-        .unwrap_or_default();
-    let _ = writeln!(out, "### Write-ahead log, dim {dim}\n");
-    let _ = writeln!(
-        out,
-        "| what | engine | rate | vs raw append+fsync | vs 1.0 |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    let _ = writeln!(
-        out,
-        "| durable single insert (`Always`) | raw append {record} B + fsync | {:.0}/s | 1.00 | |",
-        raw_append.rate()
-    );
-    for (engine, s) in &single {
-        let _ = writeln!(
-            out,
-            "| durable single insert (`Always`) | {} | {:.0}/s | {:.2} | {:.2}× |",
-            engine.label(),
-            s.rate(),
-            s.rate() / raw_append.rate(),
-            s.rate() / v1_single.rate()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "| batch of 1,000 inserts, one fsync | {} | {:.0}/s | {:.1} | {:.1}× |",
-        Engine::Ours.label(),
-        batch.rate(),
-        batch.rate() / raw_append.rate(),
-        batch.rate() / v1_single.rate()
-    );
-    for metadata in [true, false] {
         let ceiling = repeat(
-            args.runs,
+            runs,
             &Task::IndexInsert {
                 n: args.replay_ops,
                 dim,
@@ -985,36 +891,19 @@ fn run_all(args: &Args) -> Result<String, String> {
             },
             || Ok(()),
         )?;
-        let what = if metadata {
-            "vectors and 5-7 metadata fields"
-        } else {
-            "vectors only"
-        };
-        let v1 = replay
-            .iter()
-            .find(|(e, m, _)| *e == Engine::V1 && *m == metadata)
-            .map(|(_, _, s)| *s)
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "| replay ceiling: the same records inserted into an empty index from memory, {what} | (index only) | {:.0}/s | | |",
-            ceiling.rate()
-        );
-        for (engine, _, s) in replay.iter().filter(|(_, m, _)| *m == metadata) {
-            let _ = writeln!(
-                out,
-                "| replay {} records, {what} ({:.0} MB log), peak {:.1} MiB above index | {} | {:.0}/s | {:.2} of ceiling | {:.2}× |",
-                args.replay_ops,
-                s.file_bytes as f64 / 1e6,
-                s.extra_mib,
-                engine.label(),
-                s.rate(),
-                s.rate() / ceiling.rate(),
-                s.rate() / v1.rate()
-            );
-        }
+        ceilings.push((metadata, ceiling));
     }
-    Ok(out)
+    let _ = std::fs::remove_dir_all(&wal_dir);
+    Ok(WalResults {
+        dim,
+        record,
+        raw_append,
+        single,
+        batch,
+        replay,
+        ceilings,
+        replay_ops: args.replay_ops,
+    })
 }
 
 /// The size of a logged insert frame (v2), for a like-for-like raw baseline.
@@ -1039,18 +928,17 @@ fn iqdb_persist_bench_frame_len(op: &Operation, buf: &mut Vec<u8>) -> Result<(),
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // `concurrent` has its own arguments (crates/bench/src/concurrent.rs).
+    let raw: Vec<String> = std::env::args().collect();
     if matches!(
-        args.get(1).map(String::as_str),
+        raw.get(1).map(String::as_str),
         Some("concurrent" | "concurrent-child")
     ) {
-        return concurrent::run(&args[1..]);
+        return concurrent::run(&raw[1..]);
     }
-    if args.get(1).map(String::as_str) == Some("child") {
-        let Some(task) = args
-            .get(2)
-            .and_then(|json| serde_json::from_str::<Task>(json).ok())
-        else {
+    let args = Args::parse().resolved();
+    if let Some(Child::Child { task }) = &args.child {
+        let Ok(task) = serde_json::from_str::<Task>(task) else {
             eprintln!("child: bad task");
             return ExitCode::from(2);
         };
@@ -1065,17 +953,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let parsed = match parse_args() {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run_all(&parsed) {
+    match run_all(&args) {
         Ok(table) => {
             println!("{table}");
-            let _ = std::fs::remove_dir_all(&parsed.dir);
+            let _ = std::fs::remove_dir_all(&args.dir);
             ExitCode::SUCCESS
         }
         Err(e) => {
