@@ -18,15 +18,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iqdb_persist::{FsyncPolicy, PersistConfig, PersistedIndex};
-use iqdb_persist_replicate::{Replica, Replicator, ReplicatorConfig, RestoreOptions, StoreOptions};
+use iqdb_persist::{FsyncPolicy, PersistedIndex};
+use iqdb_persist_replicate::{Replica, Replicator, ReplicatorConfig, RestoreOptions};
 use iqdb_persist_testkit::generate;
 use iqdb_types::DistanceMetric;
+
+mod common;
+
+use common::{bucket, config, options, percentile};
 
 const DIM: usize = 128;
 
@@ -45,41 +47,6 @@ fn endpoint() -> String {
         })
 }
 
-fn bucket(endpoint: &str, name: &str) {
-    let addr = endpoint.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-}
-
-fn options(endpoint: &str) -> StoreOptions {
-    StoreOptions {
-        endpoint: Some(endpoint.to_string()),
-        allow_http: Some(true),
-        access_key_id: Some("bench".into()),
-        secret_access_key: Some("bench".into()),
-        ..StoreOptions::default()
-    }
-}
-
-fn config(path: &std::path::Path) -> PersistConfig {
-    let mut c = PersistConfig::new(path);
-    c.wal_enabled = true;
-    c.fsync_policy = FsyncPolicy::Always;
-    c
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn lag(endpoint: &str, seconds: u64, rate: u64, interval: Duration) {
     let name = format!("lag-{}-{}", std::process::id(), interval.as_millis());
     bucket(endpoint, &name);
@@ -87,7 +54,7 @@ fn lag(endpoint: &str, seconds: u64, rate: u64, interval: Duration) {
     let path = dir.path().join("db.iqdb");
     let mut db = PersistedIndex::open_with(
         generate::store(1, 10_000, DIM, DistanceMetric::Cosine),
-        config(&path),
+        config(&path, FsyncPolicy::Always),
     )
     .unwrap();
     let mut rc = ReplicatorConfig::new(&path);
@@ -151,7 +118,7 @@ fn restore(endpoint: &str, vectors: u64) {
     let path = dir.path().join("db.iqdb");
     let mut db = PersistedIndex::open_with(
         generate::store(2, vectors, DIM, DistanceMetric::Cosine),
-        config(&path),
+        config(&path, FsyncPolicy::Always),
     )
     .unwrap();
     let mut batch = db.batch();
@@ -181,8 +148,11 @@ fn restore(endpoint: &str, vectors: u64) {
         .unwrap();
     let secs = restored.elapsed.as_secs_f64();
     let load = Instant::now();
-    let loaded =
-        PersistedIndex::<iqdb_persist_testkit::VectorStore>::load(config(&restored.path)).unwrap();
+    let loaded = PersistedIndex::<iqdb_persist_testkit::VectorStore>::load(config(
+        &restored.path,
+        FsyncPolicy::Always,
+    ))
+    .unwrap();
     assert_eq!(loaded.next_sequence(), Some(restored.end_seq));
     println!(
         "ship   {:.1} MiB (snapshot + {} frames) in {:.2} s = {:.0} MB/s",

@@ -33,16 +33,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::io::{BufRead, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iqdb_persist::{FsyncPolicy, PersistConfig, PersistedIndex};
-use iqdb_persist_replicate::{Replica, Replicator, ReplicatorConfig, RestoreOptions, StoreOptions};
+use iqdb_persist::{FsyncPolicy, PersistedIndex};
+use iqdb_persist_replicate::{Replica, Replicator, ReplicatorConfig, RestoreOptions};
 use iqdb_persist_testkit::generate;
 use iqdb_types::DistanceMetric;
+
+mod common;
+
+use common::{bucket, config, options, percentile};
 
 const DIM: usize = 128;
 
@@ -111,36 +114,6 @@ impl Drop for Moto {
     }
 }
 
-fn bucket(endpoint: &str, name: &str) {
-    let addr = endpoint.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-}
-
-fn options(endpoint: &str) -> StoreOptions {
-    StoreOptions {
-        endpoint: Some(endpoint.to_string()),
-        allow_http: Some(true),
-        access_key_id: Some("bench".into()),
-        secret_access_key: Some("bench".into()),
-        ..StoreOptions::default()
-    }
-}
-
-fn config(path: &Path, policy: FsyncPolicy) -> PersistConfig {
-    let mut c = PersistConfig::new(path);
-    c.wal_enabled = true;
-    c.fsync_policy = policy;
-    c
-}
-
 /// A field of /proc/PID/status, in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -157,14 +130,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn summary(name: &str, mut lags: Vec<f64>) {
