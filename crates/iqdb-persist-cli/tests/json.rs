@@ -12,51 +12,17 @@ use iqdb_persist::Options;
 fn every_json_document_has_schema_version_1() {
     let db = common::wal_db(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let bench_dir = work.path().join("bench");
-    std::fs::create_dir(&bench_dir).unwrap();
-    let demo = work.path().join("demo");
-    let p = db.path_str();
     let missing = work.path().join("nope.iqdb");
-    let cases: Vec<(Vec<&str>, i32)> = vec![
-        (vec!["inspect", p], 0),
-        (vec!["verify", p], 0),
-        (vec!["repair", p, "--dry-run"], 0),
-        (vec!["convert", p, "--to", "latest"], 0),
-        (
-            vec![
-                "bench",
-                "--vectors",
-                "300",
-                "--dim",
-                "8",
-                "--runs",
-                "1",
-                "--wal-ops",
-                "20",
-                "--batches",
-                "1",
-                "--dir",
-                bench_dir.to_str().unwrap(),
-            ],
-            0,
-        ),
-        (
-            vec![
-                "demo",
-                "--vectors",
-                "200",
-                "--dim",
-                "8",
-                "--kill-after",
-                "20",
-                "--cleanup",
-                "--dir",
-                demo.to_str().unwrap(),
-            ],
-            0,
-        ),
-        (vec!["verify", missing.to_str().unwrap()], 3),
-    ];
+    // `wal dump` prints JSON lines: checked below.
+    let mut cases: Vec<(Vec<String>, i32)> = common::every_command(db.path_str(), work.path())
+        .into_iter()
+        .filter(|args| args[0] != "wal")
+        .map(|args| (args, 0))
+        .collect();
+    cases.push((
+        vec!["verify".to_string(), missing.to_str().unwrap().to_string()],
+        3,
+    ));
     for (args, code) in cases {
         let out = cli().arg("--json").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");

@@ -12,47 +12,7 @@ use iqdb_persist::Options;
 fn quiet_prints_nothing_on_stdout_for_every_command() {
     let db = common::wal_db(Options::default());
     let work = tempfile::tempdir().unwrap();
-    let bench_dir = work.path().join("bench");
-    std::fs::create_dir(&bench_dir).unwrap();
-    let p = db.path_str();
-    let demo = work.path().join("demo");
-    let cases: Vec<Vec<String>> = [
-        vec!["inspect", p],
-        vec!["verify", p],
-        vec!["wal", "dump", p],
-        vec!["repair", p, "--dry-run"],
-        vec!["convert", p, "--to", "latest"],
-        vec![
-            "bench",
-            "--vectors",
-            "300",
-            "--dim",
-            "8",
-            "--runs",
-            "1",
-            "--wal-ops",
-            "20",
-            "--batches",
-            "1",
-            "--dir",
-            bench_dir.to_str().unwrap(),
-        ],
-        vec![
-            "demo",
-            "--vectors",
-            "200",
-            "--dim",
-            "8",
-            "--kill-after",
-            "20",
-            "--cleanup",
-            "--dir",
-            demo.to_str().unwrap(),
-        ],
-    ]
-    .into_iter()
-    .map(|v| v.into_iter().map(String::from).collect())
-    .collect();
+    let cases = common::every_command(db.path_str(), work.path());
     for args in &cases {
         let loud = cli().args(args).output().unwrap();
         assert_eq!(loud.status.code(), Some(0), "{args:?}: {loud:?}");

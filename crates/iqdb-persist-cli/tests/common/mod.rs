@@ -159,6 +159,50 @@ pub fn backups(db: &Db) -> Vec<PathBuf> {
     out
 }
 
+/// One quick invocation of every command that takes a database, over the
+/// database at `db` (`convert` checkpoints it); `bench` and `demo` work in
+/// directories under `work`.
+pub fn every_command(db: &str, work: &Path) -> Vec<Vec<String>> {
+    let bench_dir = work.join("bench");
+    std::fs::create_dir_all(&bench_dir).unwrap();
+    let demo = work.join("demo");
+    let tiny = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    vec![
+        tiny(&["inspect", db]),
+        tiny(&["verify", db]),
+        tiny(&["wal", "dump", db]),
+        tiny(&["repair", db, "--dry-run"]),
+        tiny(&["convert", db, "--to", "latest"]),
+        tiny(&[
+            "bench",
+            "--vectors",
+            "300",
+            "--dim",
+            "8",
+            "--runs",
+            "1",
+            "--wal-ops",
+            "20",
+            "--batches",
+            "1",
+            "--dir",
+            bench_dir.to_str().unwrap(),
+        ]),
+        tiny(&[
+            "demo",
+            "--vectors",
+            "200",
+            "--dim",
+            "8",
+            "--kill-after",
+            "20",
+            "--cleanup",
+            "--dir",
+            demo.to_str().unwrap(),
+        ]),
+    ]
+}
+
 pub fn cli() -> Command {
     Command::cargo_bin("iqdb-persist").unwrap()
 }
