@@ -12,7 +12,11 @@ pub mod sim;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use iqdb_persist::{Operation, PersistError, PersistedIndex};
+use iqdb_index::Index as _;
+use iqdb_persist::{
+    FsyncPolicy, Operation, Options, PersistConfig, PersistError, PersistedIndex, SnapshotFormat,
+    WalFormat,
+};
 use iqdb_persist_testkit::VectorStore;
 use iqdb_persist_testkit::generate::{self, SplitMix64};
 use iqdb_persist_testkit::store::{metadata_bitwise_eq, vectors_bitwise_eq};
@@ -22,6 +26,64 @@ use iqdb_types::{Metadata, VectorId};
 pub const DIM: usize = 8;
 /// Seed of the record stream.
 pub const SEED: u64 = 0x00C0_FFEE;
+
+/// Opens (or creates, with vectors of `dim`) the database `DIR/db.iqdb` of
+/// the kill -9 writers: WAL mode, `FsyncPolicy::Always`, and explicit
+/// formats (`"v1"`: 1.0's, else the latest), because a database keeps the
+/// formats it has unless told otherwise and the loops alternate them on one
+/// database.
+///
+/// # Errors
+/// Whatever opening or loading the database returns.
+pub fn open_kill9_db(
+    dir: &std::path::Path,
+    format: &str,
+    dim: usize,
+) -> Result<PersistedIndex<VectorStore>, PersistError> {
+    let config = PersistConfig {
+        path: dir.join("db.iqdb"),
+        wal_enabled: true,
+        fsync_policy: FsyncPolicy::Always,
+        compression: iqdb_persist::Compression::None,
+    };
+    let options = kill9_options(format);
+    if config.path.exists() {
+        PersistedIndex::<VectorStore>::load_with_options(config, options)
+    } else {
+        VectorStore::new(
+            dim,
+            iqdb_types::DistanceMetric::Euclidean,
+            Default::default(),
+        )
+        .map_err(PersistError::from)
+        .and_then(|store| PersistedIndex::open_with_options(store, config, options))
+    }
+}
+
+/// The explicit formats of the kill -9 loops: `"v1"` 1.0's (snapshot v2,
+/// WAL v1), anything else the latest (snapshot v3, WAL v2).
+#[must_use]
+pub fn kill9_options(format: &str) -> Options {
+    if format == "v1" {
+        Options::compat_1_0()
+    } else {
+        Options::new()
+            .snapshot_format(SnapshotFormat::V3)
+            .wal_format(WalFormat::V2)
+    }
+}
+
+/// The vector writer thread `thread` of `shared-writer` inserts under `id`
+/// (dim 4); the concurrent kill -9 test recomputes it to check bit for bit.
+#[must_use]
+pub fn shared_vector(id: u64, thread: u64) -> Arc<[f32]> {
+    Arc::from(vec![
+        id as f32,
+        thread as f32 + 0.25,
+        (id % 97) as f32,
+        -1.0,
+    ])
+}
 
 /// The database state: the record numbers present.
 pub type Model = BTreeSet<u64>;

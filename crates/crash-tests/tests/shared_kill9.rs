@@ -14,18 +14,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use iqdb_persist::{Options, PersistConfig, PersistedIndex, SnapshotFormat, WalFormat};
+use iqdb_persist::{PersistConfig, PersistedIndex};
+use iqdb_persist_crash_tests::{kill9_options, shared_vector};
 use iqdb_persist_testkit::VectorStore;
 use iqdb_types::VectorId;
-
-fn vector(id: u64, thread: u64) -> Arc<[f32]> {
-    Arc::from(vec![
-        id as f32,
-        thread as f32 + 0.25,
-        (id % 97) as f32,
-        -1.0,
-    ])
-}
 
 #[test]
 fn concurrent_writers_survive_kill_9() {
@@ -59,12 +51,12 @@ fn concurrent_writers_survive_kill_9() {
             match parts[0] {
                 "A" => {
                     assert!(
-                        acked.insert(id, vector(id, t)).is_none(),
+                        acked.insert(id, shared_vector(id, t)).is_none(),
                         "{id} acknowledged twice"
                     );
                     round_acks += 1;
                 }
-                _ => rejected.push((id, vector(id, t))),
+                _ => rejected.push((id, shared_vector(id, t))),
             }
         }
         child.kill().unwrap(); // SIGKILL
@@ -74,20 +66,14 @@ fn concurrent_writers_survive_kill_9() {
             if parts.len() == 3 {
                 let (id, t): (u64, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
                 if parts[0] == "A" {
-                    acked.insert(id, vector(id, t));
+                    acked.insert(id, shared_vector(id, t));
                 } else {
-                    rejected.push((id, vector(id, t)));
+                    rejected.push((id, shared_vector(id, t)));
                 }
             }
         }
         child.wait().unwrap();
-        let options = if format == "v1" {
-            Options::compat_1_0()
-        } else {
-            Options::new()
-                .snapshot_format(SnapshotFormat::V3)
-                .wal_format(WalFormat::V2)
-        };
+        let options = kill9_options(format);
         let mut config = PersistConfig::new(dir.path().join("db.iqdb"));
         config.wal_enabled = true;
         let db = PersistedIndex::<VectorStore>::load_with_options(config, options)

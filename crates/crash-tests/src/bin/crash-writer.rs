@@ -7,16 +7,11 @@
 //! Usage: `crash-writer DIR SEED FIRST_RECORD v1|v2`
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use iqdb_index::Index;
-use iqdb_persist::{
-    FsyncPolicy, Options, PersistConfig, PersistedIndex, SnapshotFormat, WalFormat,
+use iqdb_persist_crash_tests::{
+    DIM, Outcome, Workload, apply_outcome, execute, open_kill9_db, store_model,
 };
-use iqdb_persist_crash_tests::{DIM, Outcome, Workload, apply_outcome, execute, store_model};
-use iqdb_persist_testkit::VectorStore;
-use iqdb_types::DistanceMetric;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -28,28 +23,7 @@ fn main() -> ExitCode {
         eprintln!("crash-writer: SEED and FIRST_RECORD must be numbers");
         return ExitCode::from(2);
     };
-    let config = PersistConfig {
-        path: PathBuf::from(&args[1]).join("db.iqdb"),
-        wal_enabled: true,
-        fsync_policy: FsyncPolicy::Always,
-        compression: iqdb_persist::Compression::None,
-    };
-    // Explicit formats: a database keeps the formats it has unless told
-    // otherwise, and the kill -9 loop alternates them on one database.
-    let options = if args[4] == "v1" {
-        Options::compat_1_0()
-    } else {
-        Options::new()
-            .snapshot_format(SnapshotFormat::V3)
-            .wal_format(WalFormat::V2)
-    };
-    let opened = if config.path.exists() {
-        PersistedIndex::<VectorStore>::load_with_options(config, options)
-    } else {
-        VectorStore::new(DIM, DistanceMetric::Euclidean, Default::default())
-            .map_err(iqdb_persist::PersistError::from)
-            .and_then(|store| PersistedIndex::open_with_options(store, config, options))
-    };
+    let opened = open_kill9_db(std::path::Path::new(&args[1]), &args[4], DIM);
     let mut db = match opened {
         Ok(db) => db,
         Err(e) => {

@@ -9,26 +9,10 @@
 //! Usage: `shared-writer DIR ROUND v1|v2`
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use iqdb_index::Index;
-use iqdb_persist::{
-    FsyncPolicy, Options, PersistConfig, PersistedIndex, SnapshotFormat, WalFormat,
-};
-use iqdb_persist_testkit::VectorStore;
-use iqdb_types::{DistanceMetric, VectorId};
-
-/// The vector thread `thread` inserts under `id` (the test recomputes it).
-fn vector(id: u64, thread: u64) -> Arc<[f32]> {
-    Arc::from(vec![
-        id as f32,
-        thread as f32 + 0.25,
-        (id % 97) as f32,
-        -1.0,
-    ])
-}
+use iqdb_persist_crash_tests::{open_kill9_db, shared_vector};
+use iqdb_types::VectorId;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -40,26 +24,7 @@ fn main() -> ExitCode {
         eprintln!("usage: shared-writer DIR ROUND v1|v2");
         return ExitCode::from(2);
     };
-    let config = PersistConfig {
-        path: PathBuf::from(dir).join("db.iqdb"),
-        wal_enabled: true,
-        fsync_policy: FsyncPolicy::Always,
-        compression: iqdb_persist::Compression::None,
-    };
-    let options = if format == "v1" {
-        Options::compat_1_0()
-    } else {
-        Options::new()
-            .snapshot_format(SnapshotFormat::V3)
-            .wal_format(WalFormat::V2)
-    };
-    let opened = if config.path.exists() {
-        PersistedIndex::<VectorStore>::load_with_options(config, options)
-    } else {
-        VectorStore::new(4, DistanceMetric::Euclidean, Default::default())
-            .map_err(iqdb_persist::PersistError::from)
-            .and_then(|store| PersistedIndex::open_with_options(store, config, options))
-    };
+    let opened = open_kill9_db(std::path::Path::new(dir), format, 4);
     let db = match opened {
         Ok(db) => db.into_shared(),
         Err(e) => {
@@ -73,7 +38,7 @@ fn main() -> ExitCode {
             s.spawn(move || {
                 for k in 0.. {
                     let id = round * 1_000_000 + k * 2 + t % 2;
-                    let tag = match db.insert(VectorId::from(id), vector(id, t), None) {
+                    let tag = match db.insert(VectorId::from(id), shared_vector(id, t), None) {
                         Ok(()) => 'A',
                         Err(_) => 'E',
                     };
