@@ -486,9 +486,7 @@ fn too_large() -> PersistError {
 /// Appends one frame with `body` (one encoded operation) to `buf`.
 fn push_frame(buf: &mut Vec<u8>, version: u32, kind: u8, seq: u64, synced: u64, body: &[u8]) {
     let start = buf.len();
-    let mut head = Vec::with_capacity(format::FRAME_HEAD_LEN as usize + V2_BODY_PREFIX);
-    format::begin_frame(&mut head, version, kind, seq, synced);
-    buf.extend_from_slice(&head);
+    format::append_frame_start(buf, version, kind, seq, synced);
     buf.extend_from_slice(body);
     // The size was checked against the limit before the operation applied.
     let _ = format::finish_frame(&mut buf[start..]);
@@ -506,9 +504,7 @@ fn push_batch(
 ) {
     if version >= 2 {
         let start = buf.len();
-        let mut head = Vec::with_capacity(format::FRAME_HEAD_LEN as usize + V2_BODY_PREFIX);
-        format::begin_frame(&mut head, version, KIND_BATCH, seq, synced);
-        buf.extend_from_slice(&head);
+        format::append_frame_start(buf, version, KIND_BATCH, seq, synced);
         let count = u32::try_from(ends.len()).unwrap_or(u32::MAX);
         buf.extend_from_slice(&count.to_le_bytes());
         buf.extend_from_slice(&encoded[..ends.last().copied().unwrap_or(0)]);

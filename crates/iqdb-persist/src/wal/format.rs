@@ -180,6 +180,19 @@ pub(crate) fn begin_frame(
     synced_len: u64,
 ) {
     buf.clear();
+    append_frame_start(buf, version, kind, first_seq, synced_len);
+}
+
+/// Starts a frame at the end of `buf`, after the frames already in it (for
+/// writing several frames with one write); finish it with
+/// `finish_frame(&mut buf[start..])`, `start` being `buf.len()` before.
+pub(crate) fn append_frame_start(
+    buf: &mut Vec<u8>,
+    version: u32,
+    kind: u8,
+    first_seq: u64,
+    synced_len: u64,
+) {
     buf.extend_from_slice(&[0u8; FRAME_HEAD_LEN as usize]);
     if version >= 2 {
         buf.push(kind);

@@ -228,12 +228,11 @@ impl WalWriter {
             }
             format::finish_frame(&mut buf)?;
         } else {
-            let mut frame = Vec::new();
             for op in ops {
-                format::begin_frame(&mut frame, self.version, KIND_SINGLE, 0, 0);
-                record::encode_op(&mut frame, op)?;
-                format::finish_frame(&mut frame)?;
-                buf.extend_from_slice(&frame);
+                let start = buf.len();
+                format::append_frame_start(&mut buf, self.version, KIND_SINGLE, 0, 0);
+                record::encode_op(&mut buf, op)?;
+                format::finish_frame(&mut buf[start..])?;
             }
         }
         self.write_frames(&buf, ops.len() as u64)
